@@ -1,0 +1,167 @@
+"""The generic contract machinery: validation before a write, the generated asset
+checks (run for real against a table in a temporary lake) and the schema metadata."""
+
+from __future__ import annotations
+
+import io
+
+import dagster as dg
+import pandera.polars as pa
+import polars as pl
+import pytest
+from pandera.config import ValidationDepth, config_context
+
+from school_equity.contracts.checks import (
+    ContractViolation,
+    contract_check_name,
+    contract_checks,
+    table_schema,
+    unique_key_check_name,
+    validate_frame,
+    validate_or_raise,
+)
+from school_equity.lake import Lake
+from school_equity.resources import LakeResource
+
+RESPONDENT_TYPES = ["parent", "teacher", "student"]
+
+
+class Answers(pa.DataFrameModel):
+    submission_id: str = pa.Field(nullable=False, str_length={"min_value": 1}, description="the submission")
+    question_id: str = pa.Field(nullable=False)
+    answer_value: pl.Int16 = pa.Field(ge=1, le=5)
+    respondent_type: str = pa.Field(isin=RESPONDENT_TYPES)
+
+    class Config:
+        name = "test/answers"
+        strict = True
+        unique = ["submission_id", "question_id"]
+
+
+def good() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "submission_id": ["s1", "s1", "s2"],
+            "question_id": ["P01", "P02", "P01"],
+            "answer_value": pl.Series([1, 4, 5], dtype=pl.Int16),
+            "respondent_type": ["parent", "parent", "teacher"],
+        }
+    )
+
+
+def test_good_frame_passes_and_is_returned_unchanged():
+    df = good()
+    assert validate_or_raise(df, Answers) is df
+    assert validate_frame(df, Answers).passed
+
+
+def test_bad_frame_fails_naming_table_rule_and_records():
+    df = good().with_columns(
+        answer_value=pl.Series([1, 9, 5], dtype=pl.Int16), respondent_type=pl.Series(["parent", "parent", "alien"])
+    )
+    with pytest.raises(ContractViolation) as exc:
+        validate_or_raise(df, Answers, "silver/my_answers")
+    msg = str(exc.value)
+    assert "silver/my_answers" in msg
+    assert "answer_value: less_than_or_equal_to(5) x1" in msg
+    assert "isin" in msg and "alien" in msg
+    report = exc.value.report
+    assert report.failing_rows == 2
+    assert [r["_row"] for r in report.sample] == [1, 2]
+    assert report.sample[0]["answer_value"] == 9
+    assert report.sample[0]["_rules"] == ["answer_value: less_than_or_equal_to(5)"]
+
+
+def test_data_rules_run_even_when_environment_asks_for_schema_only():
+    # A LazyFrame, or PANDERA_VALIDATION_DEPTH=SCHEMA_ONLY, would skip the range
+    # rule and pass this frame: the contract validation must not.
+    bad = good().with_columns(answer_value=pl.Series([0, 1, 1], dtype=pl.Int16))
+    with config_context(validation_depth=ValidationDepth.SCHEMA_ONLY):
+        assert Answers.validate(bad.lazy()).collect().height == 3  # what a naive check would see
+        assert not validate_frame(bad, Answers).passed
+        assert not validate_frame(bad.lazy(), Answers).passed
+    with config_context(validation_enabled=False):
+        assert not validate_frame(bad, Answers).passed
+
+
+def test_schema_failures_are_reported_without_rows():
+    df = good().drop("respondent_type").with_columns(answer_value=pl.col("answer_value").cast(pl.Int64))
+    report = validate_frame(df, Answers)
+    rules = {(r["column"], r["check"]) for r in report.by_rule()}
+    assert ("test/answers", "column_in_dataframe") in rules
+    assert ("answer_value", "dtype('Int16')") in rules
+
+
+def test_duplicate_key_fails_on_write():
+    dup = pl.concat([good(), good().head(1)])
+    with pytest.raises(ContractViolation, match="multiple_fields_uniqueness"):
+        validate_or_raise(dup, Answers)
+
+
+def test_table_schema_from_contract():
+    ts = table_schema(Answers)
+    cols = {c.name: c for c in ts.columns}
+    assert list(cols) == ["submission_id", "question_id", "answer_value", "respondent_type"]
+    assert cols["answer_value"].type == "Int16"
+    assert cols["submission_id"].description == "the submission"
+    assert cols["answer_value"].constraints.nullable is False
+    assert "less_than_or_equal_to(5)" in cols["answer_value"].constraints.other
+    assert ts.constraints.other == ["unique key: (submission_id, question_id)"]
+    assert [c.name for c in table_schema(Answers, ["question_id"]).columns] == ["question_id"]
+
+
+# -- the generated checks, run by Dagster against a real table ----------------------
+TABLE = "test/answers.parquet"
+
+
+def read_table(lake: Lake) -> pl.DataFrame:
+    return pl.read_parquet(io.BytesIO(lake.read_bytes(TABLE)))
+
+
+def run_checks(tmp_path, frame: pl.DataFrame) -> dict[str, dg.AssetCheckEvaluation]:
+    @dg.asset(key=["test", "answers"])
+    def answers(lake: LakeResource) -> None:
+        buf = io.BytesIO()
+        frame.write_parquet(buf)
+        lake.get_lake().write_bytes_atomic(TABLE, buf.getvalue())
+
+    checks = contract_checks(["test", "answers"], Answers, read_table)
+    result = dg.materialize(
+        [answers, *checks], resources={"lake": LakeResource(root=str(tmp_path))}, raise_on_error=False
+    )
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_generated_checks_pass_on_a_good_table(tmp_path):
+    evals = run_checks(tmp_path, good())
+    assert set(evals) == {contract_check_name(Answers), unique_key_check_name(Answers)}
+    assert {"contract_answers", "unique_key_answers"} == set(evals)
+    assert all(e.passed for e in evals.values())
+    assert evals["contract_answers"].metadata["rows_checked"].value == 3
+
+
+def test_generated_checks_report_rule_failures_and_duplicates(tmp_path):
+    bad = pl.concat([good(), good().head(1)]).with_columns(
+        answer_value=pl.Series([1, 4, 7, 1], dtype=pl.Int16)
+    )
+    evals = run_checks(tmp_path, bad)
+    contract, unique = evals["contract_answers"], evals["unique_key_answers"]
+    assert not contract.passed and not unique.passed
+    assert contract.severity == dg.AssetCheckSeverity.ERROR
+    md = contract.metadata
+    assert md["failure_count"].value == 1
+    rules = md["failures_by_rule_json"].value
+    assert rules == [{"column": "answer_value", "check": "less_than_or_equal_to(5)", "count": 1, "examples": ["7"]}]
+    assert md["failure_sample"].value[0]["answer_value"] == 7
+    # the key is reported once, by its own check, not again by the contract check
+    assert unique.metadata["duplicate_keys"].value == 1
+    assert unique.metadata["duplicate_sample"].value == [{"submission_id": "s1", "question_id": "P01", "_count": 2}]
+
+
+def test_generated_checks_are_blocking_by_default():
+    (defn,) = contract_checks(["test", "answers"], Answers, read_table)
+    specs = {s.name: s for s in defn.check_specs}
+    assert specs["contract_answers"].blocking and specs["unique_key_answers"].blocking
+    (nb,) = contract_checks(["test", "answers"], Answers, read_table, blocking=False, unique_key=["submission_id"])
+    assert not any(s.blocking for s in nb.check_specs)
+    assert "(submission_id)" in {s.name: s for s in nb.check_specs}["unique_key_answers"].description
