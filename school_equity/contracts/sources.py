@@ -8,9 +8,11 @@ Bronze contracts pin only what Silver reads (by canonical header, see
 ``sources.parsing.canonical_header``) plus the ingest columns; a publisher adding a
 column is fine, one dropping or renaming a used column fails the check.
 
-Validate with :func:`validate_eagerly`: Pandera checks only the schema of a
-LazyFrame by default, and a global ``PANDERA_VALIDATION_DEPTH=SCHEMA_ONLY`` (or
-``PANDERA_VALIDATION_ENABLED=False``) applies to DataFrames too.
+Validate with ``contracts.checks.validate_or_raise`` / ``validate_frame``: they force
+schema-and-data depth. Pandera checks only the schema of a LazyFrame by default,
+and a global ``PANDERA_VALIDATION_DEPTH=SCHEMA_ONLY`` (or
+``PANDERA_VALIDATION_ENABLED=False``) applies to DataFrames too: "validate a
+DataFrame, not a LazyFrame" alone is not enough.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
-from pandera.config import ValidationDepth, config_context
 
 NYC_COUNTY_FIPS = ["36005", "36047", "36061", "36081", "36085"]
 BOROUGHS = ["Manhattan", "Bronx", "Brooklyn", "Queens", "Staten Island"]
@@ -33,13 +34,6 @@ _RANK = {"ge": 0.0, "le": 1.0, "nullable": True}
 _PERCENT = {"ge": 0.0, "le": 100.0, "nullable": True}
 _RATE = {"ge": 0.0, "le": 1.0, "nullable": True}
 _SCORE = {"ge": 1.0, "le": 5.0, "nullable": True}
-
-
-def validate_eagerly(contract: type[pa.DataFrameModel], frame: pl.DataFrame) -> pl.DataFrame:
-    """Validate data and schema whatever the global Pandera settings; collect every
-    failure (``lazy=True``) so one run reports all of them. Raises ``SchemaErrors``."""
-    with config_context(validation_enabled=True, validation_depth=ValidationDepth.SCHEMA_AND_DATA):
-        return contract.validate(frame, lazy=True)
 
 
 # --- Silver ---------------------------------------------------------------
@@ -89,6 +83,7 @@ class SviTract(pa.DataFrameModel):
     ep_groupq: float = pa.Field(**_PERCENT, description="% in group quarters")
 
     class Config:
+        name = "silver/svi_tract"
         strict = True
         unique = ["svi_year", "tract_fips"]
 
@@ -120,6 +115,7 @@ class SchoolSurveyResults(pa.DataFrameModel):
     is_d75: bool = pa.Field(description="district 75, citywide special education")
 
     class Config:
+        name = "silver/school_survey_results"
         strict = True
         unique = ["dbn", "survey_year"]
 
@@ -164,6 +160,7 @@ class SchoolLocation(pa.DataFrameModel):
     svi_tract_matched: bool = pa.Field(description="tract_geoid has a row in the latest SVI vintage")
 
     class Config:
+        name = "silver/school_location"
         strict = True
         unique = ["dbn", "fiscal_year"]
 
@@ -187,14 +184,18 @@ class _BronzeIngest(pa.DataFrameModel):
     source_sha256: str = pa.Field(alias="_source_sha256", str_matches=SHA256_PATTERN)
     ingested_at: pl.Datetime(time_unit="us", time_zone="UTC") = pa.Field(alias="_ingested_at")
     vintage: str = pa.Field(alias="_vintage", str_matches=VINTAGE_PATTERN)
-    row_number: pl.Int64 = pa.Field(alias="_row_number", ge=1, unique=True, description="1 = first data row")
+    row_number: pl.Int64 = pa.Field(alias="_row_number", ge=1, description="1 = first data row of the file")
 
     class Config:
         strict = False  # the publisher's columns beside the ones pinned here
+        unique = ["_vintage", "_row_number"]
 
 
 class BronzeSvi(_BronzeIngest):
     """bronze/svi: the SVI state file as landed, every column a string."""
+
+    class Config:
+        name = "bronze/svi"
 
     fips: str = pa.Field(alias="FIPS", str_matches=r"^\d{11}$")
     stcnty: str = pa.Field(alias="STCNTY")
@@ -213,6 +214,9 @@ class BronzeSchoolSurveyResults(_BronzeIngest):
     """bronze/school_survey_results: the published results file as landed, every column a string.
     Pinned by canonical header (the file writes the parent rate's header across two lines)."""
 
+    class Config:
+        name = "bronze/school_survey_results"
+
     dbn: str = pa.Field(alias="DBN", str_matches=r"^\s*\d{2}[A-Z]\d{3}\s*$")
     school_name: str = pa.Field(alias="School Name")
     parent_rate: str = pa.Field(alias="Total Parent Response Rate %")
@@ -223,6 +227,9 @@ class BronzeSchoolSurveyResults(_BronzeIngest):
 
 class BronzeSchoolLocations(_BronzeIngest):
     """bronze/school_locations: the LCGMS extract as landed, every column a string."""
+
+    class Config:
+        name = "bronze/school_locations"
 
     fiscal_year: str = pa.Field(alias="FISCAL_YEAR")
     ats_system_code: str = pa.Field(alias="ATS SYSTEM CODE", str_matches=r"^\s*\d{2}[A-Z]\d{3}\s*$")

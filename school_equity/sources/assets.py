@@ -16,11 +16,17 @@ import polars as pl
 from pydantic import Field
 
 from school_equity.contracts import sources as contracts
+from school_equity.contracts.checks import (
+    ContractViolation,
+    contract_checks,
+    empty_frame,
+    table_schema,
+    validate_or_raise,
+)
 from school_equity.lake import Lake
 from school_equity.resources import LakeResource
 from school_equity.sources import storage
 from school_equity.sources.catalog import LOCATIONS, SURVEY_RESULTS, SVI, SourceSpec
-from school_equity.sources.checks import build_contract_check, contract_failures, failure_metadata
 from school_equity.sources.ingest import fetched, land_vintage, resolve_source
 from school_equity.sources.parsing import (
     Parsed,
@@ -76,25 +82,6 @@ class SourceFileConfig(dg.Config):
 
 
 # --- metadata -------------------------------------------------------------
-
-
-def table_schema_from_contract(contract: type[pa.DataFrameModel]) -> dg.TableSchema:
-    schema = contract.to_schema()
-    key = set(schema.unique or [])
-    columns = []
-    for name, col in schema.columns.items():
-        rules = [ch.error or ch.name for ch in col.checks]
-        if name in key:
-            rules.append(f"part of the key ({', '.join(schema.unique)})")
-        columns.append(
-            dg.TableColumn(
-                name=name,
-                type=str(col.dtype),
-                description=col.description,
-                constraints=dg.TableColumnConstraints(nullable=col.nullable, unique=col.unique, other=rules),
-            )
-        )
-    return dg.TableSchema(columns=columns)
 
 
 def table_schema_from_frame(frame: pl.DataFrame) -> dg.TableSchema:
@@ -193,19 +180,19 @@ def _write_silver(
 ) -> dg.MaterializeResult:
     """Validate against the contract, then (only then) replace the vintage's rows."""
     contract = SILVER_CONTRACTS[spec.name]
-    failures = contract_failures(contract, parsed.frame)
-    if failures is not None:
+    try:
+        validate_or_raise(parsed.frame, contract)
+    except ContractViolation as exc:
         raise dg.Failure(
-            description=f"{spec.silver_table} {context.partition_key}: {failures.height} contract failure(s); "
-            f"nothing written",
-            metadata=failure_metadata(failures),
-        )
+            description=f"{exc} Nothing was written for vintage {context.partition_key}.",
+            metadata={"failures_by_rule": dg.MetadataValue.json(exc.report.by_rule())},
+        ) from exc
     vintage = int(context.partition_key)
     version = storage.replace_vintage(lake, spec, parsed.frame, vintage)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": parsed.frame.height,
-            "dagster/column_schema": table_schema_from_contract(contract),
+            "dagster/column_schema": table_schema(contract),
             "dagster/uri": storage.silver_uri(lake, spec),
             "delta_version": version,
             "bronze_file": bronze_path,
@@ -302,54 +289,50 @@ SILVER_ASSETS = {SVI.name: silver_svi_tract, SURVEY_RESULTS.name: silver_school_
 # --- checks ---------------------------------------------------------------
 
 
-def _bronze_loader(spec: SourceSpec):
-    def load(lake: Lake) -> list[tuple[str, pl.DataFrame]]:
+def _bronze_reader(spec: SourceSpec):
+    """The Bronze "table": every vintage's current file, headers canonical (the contract
+    pins canonical names), stacked."""
+
+    def read(lake: Lake) -> pl.DataFrame:
         vintages = sorted({
             part.removeprefix("vintage=")
             for rel in lake.list(f"bronze/{spec.name}")
             for part in rel.split("/")
             if part.startswith("vintage=")
         })
-        parts = []
+        frames = []
         for vintage in vintages:
             latest = storage.latest_bronze_file(lake, spec, vintage)
             if latest is not None:
                 frame = storage.read_bronze(lake, latest.path)
-                parts.append((latest.path, frame.rename({c: canonical_header(c) for c in frame.columns})))
-        return parts
+                frames.append(frame.rename({c: canonical_header(c) for c in frame.columns}))
+        if not frames:
+            return empty_frame(BRONZE_CONTRACTS[spec.name])
+        return pl.concat(frames, how="diagonal_relaxed")
 
-    return load
+    return read
 
 
-def _silver_loader(spec: SourceSpec):
-    def load(lake: Lake) -> list[tuple[str, pl.DataFrame]]:
+def _silver_reader(spec: SourceSpec):
+    def read(lake: Lake) -> pl.DataFrame:
         frame = storage.read_silver(lake, spec)
-        return [] if frame is None else [(f"silver/{spec.silver_table}", frame)]
+        return empty_frame(SILVER_CONTRACTS[spec.name]) if frame is None else frame
 
-    return load
+    return read
 
 
+# Bronze checks do not block: one malformed vintage must not hold back the others'
+# Silver, and Silver guards itself (its parser needs these columns, its contract runs
+# before the write). Silver checks block Gold.
 BRONZE_CHECKS = [
-    build_contract_check(
-        asset_key=BRONZE_KEYS[name],
-        name=f"bronze_{name}_contract",
-        contract=BRONZE_CONTRACTS[name],
-        load=_bronze_loader(spec),
-        description=(
-            f"The current file of every vintage has the columns Silver reads (by canonical header) "
-            f"and complete ingest columns ({BRONZE_CONTRACTS[name].__name__})."
-        ),
-    )
-    for name, spec in ((s.name, s) for s in (SVI, SURVEY_RESULTS, LOCATIONS))
+    c
+    for spec in (SVI, SURVEY_RESULTS, LOCATIONS)
+    for c in contract_checks(BRONZE_KEYS[spec.name], BRONZE_CONTRACTS[spec.name], _bronze_reader(spec), blocking=False)
 ]
 SILVER_CHECKS = [
-    build_contract_check(
-        asset_key=SILVER_KEYS[spec.name],
-        name=f"{spec.silver_table}_contract",
-        contract=SILVER_CONTRACTS[spec.name],
-        load=_silver_loader(spec),
-    )
+    c
     for spec in (SVI, SURVEY_RESULTS, LOCATIONS)
+    for c in contract_checks(SILVER_KEYS[spec.name], SILVER_CONTRACTS[spec.name], _silver_reader(spec), blocking=True)
 ]
 
 
