@@ -11,9 +11,9 @@ import io
 import os
 import posixpath
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
