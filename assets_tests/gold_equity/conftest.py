@@ -1,23 +1,33 @@
-"""Fixtures for the equity Gold tests: a tmp lake with the batch-source Silver tables
-built from the shipped raw CSVs, and the dbt CLI run against a tmp DuckDB file."""
+"""Fixtures for the equity Gold tests: a tmp lake whose batch-source Silver tables are
+built by the real source assets (Bronze landing + Silver, in process, from the shipped
+files), and the dbt CLI run against a tmp DuckDB file."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 
+from school_equity.resources import LakeResource
 from school_equity.settings import DBT_PROJECT_DIR, PROJECT_DIR
-
-from .silver_from_raw import build_lake
+from school_equity.sources import (
+    PARTITIONS,
+    SOURCE_RESOURCE_KEY,
+    PublicSourcesResource,
+    checks_for,
+    materialize_shipped_vintages,
+)
+from school_equity.sources.assets import BRONZE_ASSETS, SILVER_ASSETS, bronze_op_name
 
 DBT = Path(sys.executable).parent / "dbt"
-# The live view needs the stream's Silver tables; the equity tests build it separately.
+# The live view needs the stream's Silver tables; its own test builds it.
 EQUITY_SELECTION = [
     "--select", "path:models/equity", "path:seeds", "path:snapshots", "path:tests",
     "--exclude", "gold_live_response_vs_published+",
@@ -61,13 +71,43 @@ class Warehouse:
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
+    def resources(self) -> dict:
+        return {"lake": LakeResource(root=str(self.lake)), SOURCE_RESOURCE_KEY: PublicSourcesResource()}
 
-@pytest.fixture(scope="module")
+    def land_vintage(self, source: str, vintage: str, csv_path: Path) -> None:
+        """Lands one more vintage of a source from a file, through its Bronze and Silver
+        assets and their checks, the way a run launched for a new partition would."""
+        instance = dg.DagsterInstance.ephemeral()
+        instance.add_dynamic_partitions(PARTITIONS[source].name, [vintage])
+        result = dg.materialize(
+            [BRONZE_ASSETS[source], SILVER_ASSETS[source], *checks_for(source)],
+            partition_key=vintage,
+            instance=instance,
+            resources=self.resources(),
+            run_config={"ops": {bronze_op_name(source): {"config": {"source_uri": str(csv_path)}}}},
+        )
+        assert result.success
+        assert all(e.passed for e in result.get_asset_check_evaluations())
+
+
+@pytest.fixture(scope="session")
 def equity_warehouse(tmp_path_factory) -> Warehouse:
-    """Silver from the raw CSVs, then one `dbt build` of seeds, snapshot, equity models and
-    their tests (the build fails, and so does the fixture, if any dbt test fails)."""
+    """The shipped vintages through the source assets, then one `dbt build` of seeds,
+    snapshot, equity models and their tests (the build fails, and so does the fixture, if
+    any dbt test fails). Tests only read it; a test that changes data works on a copy."""
     root = tmp_path_factory.mktemp("gold_equity")
     wh = Warehouse(lake=root / "lake", path=root / "warehouse.duckdb", work=root)
-    build_lake(wh.lake)
+    materialize_shipped_vintages(dg.DagsterInstance.ephemeral(), wh.resources())
     wh.dbt("build", *EQUITY_SELECTION)
+    return wh
+
+
+def copy_warehouse(source: Warehouse, root: Path) -> Warehouse:
+    """An independent copy of a built lake and warehouse, so a test can run a second build
+    on top of the first without paying for the first again."""
+    wh = Warehouse(lake=root / "lake", path=root / "warehouse.duckdb", work=root)
+    shutil.copytree(source.lake, wh.lake)
+    shutil.copy2(source.path, wh.path)
+    # dbt's partial-parse state: the second build re-parses only what the new paths change
+    shutil.copytree(source.work / "target", wh.work / "target")
     return wh

@@ -1,72 +1,22 @@
-"""End to end on the shipped real files: Silver built from the raw CSVs, `dbt build` through
-the CLI on a tmp DuckDB file, and Gold values checked against numbers computed here from
-the raw CSV rows with the csv module (not from the Silver frames, not from Gold)."""
+"""End to end on the shipped real files: Bronze and Silver by the source assets, `dbt build`
+through the CLI on a tmp DuckDB file, and Gold values checked against numbers computed in
+the test from the raw CSV rows with the csv module (not from Silver, not from Gold)."""
 
 from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from functools import cache
 from statistics import mean
 
 import pytest
 
-from .silver_from_raw import LOCATIONS_CSV, SURVEY_CSV, SVI_CSV
+from . import raw_files as raw
+from .raw_files import bucket, climate, number, parent_rate
 
 pytestmark = pytest.mark.e2e
 
-BUCKET_EDGES = ((0.25, "low"), (0.5, "moderate"), (0.75, "high"))  # else very_high
-LOW_PARENT_RESPONSE = 30  # percent, as published
+LOW_PARENT_RESPONSE = 30  # percent, as published (seed dim_equity_threshold: 0.3)
 WEAK_CLIMATE = 3.0
-COUNTY_BY_BBL = {"1": "061", "2": "005", "3": "047", "4": "081", "5": "085"}
-COUNTY_BY_NTA = {"MN": "061", "BX": "005", "BK": "047", "QN": "081", "SI": "085"}
-
-
-def bucket(score: float) -> str:
-    for upper, name in BUCKET_EDGES:
-        if score < upper:
-            return name
-    return "very_high"
-
-
-def number(text: str) -> float | None:
-    text = text.strip()
-    return None if text in ("", "N/A") or float(text) <= -999 else float(text)
-
-
-@cache
-def raw_svi() -> dict[str, dict]:
-    with open(SVI_CSV, newline="", encoding="utf-8-sig") as f:
-        return {row["FIPS"]: row for row in csv.DictReader(f)}
-
-
-@cache
-def raw_survey() -> dict[str, list[str]]:
-    with open(SURVEY_CSV, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))[1:]
-    return {r[0].strip(): r for r in rows if r}
-
-
-@cache
-def raw_location_geoids() -> dict[str, str | None]:
-    """dbn -> 2010 tract GEOID: 36 + county (borough-block-lot digit, else the NTA's
-    borough) + the tract code left-padded to 6 digits."""
-    out = {}
-    with open(LOCATIONS_CSV, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            county = COUNTY_BY_BBL.get(row["BOROUGH_BLOCK_LOT"].strip()[:1]) or COUNTY_BY_NTA.get(row["NTA"][:2])
-            tract = row["CENSUS_TRACT"].strip()
-            out[row["ATS SYSTEM CODE"].strip()] = f"36{county}{int(tract):06d}" if county and tract else None
-    return out
-
-
-def parent_rate(dbn: str) -> float | None:
-    return number(raw_survey()[dbn][2])
-
-
-def climate(dbn: str) -> float | None:
-    scores = [s for s in (number(v) for v in raw_survey()[dbn][5:11]) if s is not None]
-    return mean(scores) if scores else None
 
 
 def test_row_counts_match_the_raw_files(equity_warehouse):
@@ -75,18 +25,18 @@ def test_row_counts_match_the_raw_files(equity_warehouse):
         for t in ("school_climate_snapshot", "gold_school_equity", "gold_climate_vulnerability",
                   "dim_census_tract", "dim_school", "dim_district", "gold_borough_summary")
     }
-    assert counts["school_climate_snapshot"] == len(raw_survey()) == 1829
+    assert counts["school_climate_snapshot"] == len(raw.survey()) == 1829
     assert counts["gold_school_equity"] == 1829  # nobody dropped, matched or not
-    assert counts["gold_climate_vulnerability"] == counts["dim_census_tract"] == len(raw_svi()) == 2324
-    assert counts["dim_school"] == len(raw_location_geoids()) == 1823
-    assert counts["dim_district"] == len({d[:2] for d in raw_survey()} | {d[:2] for d in raw_location_geoids()})
+    assert counts["gold_climate_vulnerability"] == counts["dim_census_tract"] == len(raw.svi()) == 2324
+    assert counts["dim_school"] == len(raw.location_geoids()) == 1823
+    assert counts["dim_district"] == len({d[:2] for d in raw.survey()} | {d[:2] for d in raw.location_geoids()})
     assert counts["gold_borough_summary"] == 5
 
 
 def test_01M015_carries_its_tract_svi_and_bucket(equity_warehouse):
     [row] = equity_warehouse.query_dicts("select * from main.gold_school_equity where dbn = '01M015'")
-    geoid = raw_location_geoids()["01M015"]
-    svi = raw_svi()[geoid]
+    geoid = raw.location_geoids()["01M015"]
+    svi = raw.svi()[geoid]
     assert geoid == "36061002601"  # 2010 tract 2601 in Manhattan (BBL 1...), zero-padded
     assert row["tract_fips"] == geoid
     assert row["svi_year"] == 2022
@@ -102,14 +52,14 @@ def test_01M015_carries_its_tract_svi_and_bucket(equity_warehouse):
 
 def test_match_status_explains_every_school(equity_warehouse):
     expected = defaultdict(int)
-    for dbn in raw_survey():
-        if dbn not in raw_location_geoids():
+    for dbn in raw.survey():
+        if dbn not in raw.location_geoids():
             expected["no_location"] += 1
-        elif raw_location_geoids()[dbn] is None:
+        elif raw.location_geoids()[dbn] is None:
             expected["no_tract"] += 1
-        elif raw_location_geoids()[dbn] not in raw_svi():
+        elif raw.location_geoids()[dbn] not in raw.svi():
             expected["tract_not_in_svi"] += 1
-        elif number(raw_svi()[raw_location_geoids()[dbn]]["RPL_THEMES"]) is None:
+        elif raw.svi_score(raw.location_geoids()[dbn]) is None:
             expected["svi_score_missing"] += 1
         else:
             expected["matched"] += 1
@@ -120,9 +70,8 @@ def test_match_status_explains_every_school(equity_warehouse):
 
 def test_equity_flags_follow_the_thresholds(equity_warehouse):
     low_response, weak_climate = set(), set()
-    for dbn in raw_survey():
-        geoid = raw_location_geoids().get(dbn)
-        score = number(raw_svi()[geoid]["RPL_THEMES"]) if geoid in raw_svi() else None
+    for dbn in raw.survey():
+        score = raw.svi_score(raw.location_geoids().get(dbn))
         if score is None or score < 0.5:  # high and very_high start at 0.5
             continue
         if (parent_rate(dbn) or 100) < LOW_PARENT_RESPONSE:
@@ -140,7 +89,7 @@ def test_equity_flags_follow_the_thresholds(equity_warehouse):
 
 def test_district_average_parent_response_rate(equity_warehouse):
     by_district = defaultdict(list)
-    for dbn in raw_survey():
+    for dbn in raw.survey():
         if parent_rate(dbn) is not None:
             by_district[int(dbn[:2])].append(parent_rate(dbn) / 100)
     got = dict(equity_warehouse.query(
@@ -149,12 +98,12 @@ def test_district_average_parent_response_rate(equity_warehouse):
     for district, rates in by_district.items():
         assert got[district] == pytest.approx(mean(rates)), district
     # District 1 (Lower East Side), spelled out as a reader would check it
-    assert got[1] == pytest.approx(mean(parent_rate(d) for d in raw_survey() if d.startswith("01")) / 100)
+    assert got[1] == pytest.approx(mean(parent_rate(d) for d in raw.survey() if d.startswith("01")) / 100)
 
 
 def test_tract_school_counts_and_buckets(equity_warehouse):
     schools_per_tract = defaultdict(int)
-    for geoid in raw_location_geoids().values():
+    for geoid in raw.location_geoids().values():
         if geoid:
             schools_per_tract[geoid] += 1
     busiest = max(schools_per_tract, key=schools_per_tract.get)
@@ -163,7 +112,7 @@ def test_tract_school_counts_and_buckets(equity_warehouse):
     assert rows[busiest]["school_count"] == schools_per_tract[busiest] >= 10
     assert rows["36061002601"]["school_count"] == schools_per_tract["36061002601"]
     # every SVI tract: the count of schools and the bucket from the raw rank
-    for fips, svi in raw_svi().items():
+    for fips, svi in raw.svi().items():
         assert rows[fips]["school_count"] == schools_per_tract.get(fips, 0), fips
         score = number(svi["RPL_THEMES"])
         assert rows[fips]["svi_bucket"] == (bucket(score) if score is not None else None), fips
@@ -171,10 +120,9 @@ def test_tract_school_counts_and_buckets(equity_warehouse):
 
 
 def test_borough_summary_counts_schools_by_dbn_borough(equity_warehouse):
-    letters = {"M": "Manhattan", "X": "Bronx", "K": "Brooklyn", "Q": "Queens", "R": "Staten Island"}
     expected = defaultdict(int)
-    for dbn in raw_survey():
-        expected[letters[dbn[2]]] += 1
+    for dbn in raw.survey():
+        expected[raw.BOROUGH_BY_LETTER[dbn[2]]] += 1
     got = dict(equity_warehouse.query("select borough, school_count from main.gold_borough_summary"))
     assert got == dict(expected)
 
@@ -184,7 +132,7 @@ def test_dim_district_marks_charter_and_d75(equity_warehouse):
     assert rows[84]["is_charter_district"] and rows[84]["district_type"] == "charter"
     assert rows[75]["is_d75_district"] and rows[75]["borough"] == "Citywide"
     assert rows[1]["borough"] == "Manhattan" and not rows[1]["is_charter_district"]
-    assert rows[84]["surveyed_school_count"] == sum(d.startswith("84") for d in raw_survey())
+    assert rows[84]["surveyed_school_count"] == sum(d.startswith("84") for d in raw.survey())
 
 
 def test_semantic_seeds_define_the_svi(equity_warehouse):
@@ -192,6 +140,6 @@ def test_semantic_seeds_define_the_svi(equity_warehouse):
     assert themes["Socioeconomic Status"] == "POV150;UNEMP;HBURD;NOHSDP;UNINSUR"
     assert themes["Racial & Ethnic Minority Status"] == "MINRTY"
     variables = {r[0] for r in equity_warehouse.query("select variable from main.dim_svi_variable")}
-    with open(SVI_CSV, newline="", encoding="utf-8-sig") as f:
+    with open(raw.SVI_CSV, newline="", encoding="utf-8-sig") as f:
         header = next(csv.reader(f))
     assert {c[3:] for c in header if c.startswith("EP_")} == variables
