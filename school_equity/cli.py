@@ -81,8 +81,10 @@ def produce_events(bootstrap: str, topic: str, args):
 
 def cmd_produce(args) -> int:
     settings = load_settings()
+    from school_equity.kafka.producer import format_report
+
     report = produce_events(settings.kafka_bootstrap, settings.topic, args)
-    print(report.summary() if hasattr(report, "summary") else report)
+    print(format_report(report))
     return 0
 
 

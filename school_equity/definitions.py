@@ -10,9 +10,20 @@ from school_equity.kafka.assets import survey_topic, topic_readable
 from school_equity.kafka.offsets import BatchingPolicy
 from school_equity.kafka.partitions import survey_batches
 from school_equity.kafka.sensor import build_survey_batch_sensor
+from school_equity.gold.assets import dbt_resource, gold_models, gold_stream_models
 from school_equity.resources import LakeResource
 from school_equity.resources.kafka import KafkaResource
 from school_equity.settings import Settings, load_settings
+from school_equity.sources import (
+    SOURCE_ASSETS,
+    SOURCE_CHECKS,
+    SOURCE_JOBS,
+    SOURCE_RESOURCE_KEY,
+    SOURCE_SENSORS,
+    public_sources_resource,
+)
+
+GOLD_MARTS_JOB = "gold_marts_job"
 
 # -- freshness: one rule per layer, applied to every asset that has none --------------------
 # The stream is expected to land within minutes while the survey window is open; the
@@ -67,14 +78,19 @@ def resources_for(settings: Settings) -> dict:
             sasl_username=dg.EnvVar("SCHOOL_EQUITY_KAFKA_USERNAME"),
             sasl_password=dg.EnvVar("SCHOOL_EQUITY_KAFKA_PASSWORD"),
         )
-    return {"kafka": kafka, "lake": LakeResource(root=settings.lake_root)}
+    return {
+        "kafka": kafka,
+        "lake": LakeResource(root=settings.lake_root),
+        "dbt": dbt_resource(settings),
+        SOURCE_RESOURCE_KEY: public_sources_resource(settings),
+    }
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
-    stream_assets = [bronze_survey_events]
-    all_assets = [survey_topic, *stream_assets]
-    checks = [topic_readable, offset_ranges_complete]
+    stream_assets = [bronze_survey_events, gold_stream_models]
+    all_assets = [survey_topic, *stream_assets, *SOURCE_ASSETS, gold_models]
+    checks = [topic_readable, offset_ranges_complete, *SOURCE_CHECKS]
 
     survey_batch_job = dg.define_asset_job(
         "survey_batch_job",
@@ -85,11 +101,16 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     sensor = build_survey_batch_sensor(survey_batch_job, batching_policy_from_env(),
                                        minimum_interval_seconds=int(float(
                                            __import__("os").environ.get("SCHOOL_EQUITY_SENSOR_INTERVAL_S", 15))))
+    gold_marts_job = dg.define_asset_job(
+        GOLD_MARTS_JOB,
+        selection=dg.AssetSelection.assets(gold_models),
+        description="Rebuild the unpartitioned Gold models (seeds, snapshot, dimensions, equity marts).",
+    )
     defs = dg.Definitions(
         assets=dg.with_source_code_references(all_assets),
         asset_checks=checks,
-        jobs=[survey_batch_job],
-        sensors=[sensor],
+        jobs=[survey_batch_job, gold_marts_job, *SOURCE_JOBS],
+        sensors=[sensor, *SOURCE_SENSORS],
         resources=resources_for(settings),
     )
     return defs.map_asset_specs(func=_apply_policies)

@@ -71,3 +71,19 @@ def drain_stream(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str
 
 def batch_keys(instance: dg.DagsterInstance) -> list[str]:
     return sorted(instance.get_dynamic_partitions(SURVEY_BATCHES))
+
+
+def build_batch_sources(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str, int]:
+    """Land the shipped vintages of the public sources and build their Silver tables."""
+    from school_equity.sources import materialize_shipped_vintages
+
+    return materialize_shipped_vintages(instance, dict(defs.resources or {}))
+
+
+def build_unpartitioned_gold(defs: dg.Definitions, instance: dg.DagsterInstance):
+    from school_equity.definitions import GOLD_MARTS_JOB
+
+    result = defs.resolve_job_def(GOLD_MARTS_JOB).execute_in_process(instance=instance)
+    if not result.success:
+        raise RuntimeError(f"{GOLD_MARTS_JOB}: run {result.run_id} failed")
+    return result

@@ -63,7 +63,9 @@ def print_summary(settings: Settings, report, timings: dict[str, float]) -> None
     print("\n=== school_equity: headless run summary ===")
     if report is not None:
         print("-- produced")
-        print(report.summary() if hasattr(report, "summary") else report)
+        from school_equity.kafka.producer import format_report
+
+        print(format_report(report))
     print("-- rows per layer")
     for k, v in layer_counts(settings).items():
         print(f"  {k:45s} {v:>10,d}")
