@@ -26,6 +26,7 @@ from school_equity.kafka.events import (
     SurveyStream,
     fingerprint,
     generate,
+    versions_hash,
 )
 from school_equity.reference import SURVEY_RESULTS_FILE, questions, school_dbns
 
@@ -109,6 +110,16 @@ def test_every_record_classifies_as_its_ground_truth(big):
                 json.loads(r.value)
 
 
+def test_valid_payloads_are_compact_canonical_json(big):
+    records, _ = big
+    for r in records:
+        if r.kind != MALFORMED:
+            doc = json.loads(r.value)
+            assert json.dumps(doc, separators=(",", ":")).encode() == r.value
+            assert list(doc)[:8] == ["schema_version", "submission_id", "dbn", "survey_year", "respondent_type",
+                                     "event_time", "answers", "device"]
+
+
 def test_malformed_near_one_percent_every_kind_fresh_ids(big):
     records, report = big
     bad = [r for r in records if r.kind == MALFORMED]
@@ -171,7 +182,7 @@ def assert_report_matches(records, report):
     assert sum(report.valid_by_respondent_type.values()) == report.valid_submissions
     assert report.valid_by_respondent_type == dict(Counter(v[2] for v in rc["final"].values()))
     hash_ = sum(fingerprint(sid, us, answers) for sid, (us, answers, _) in rc["final"].items()) % (1 << 64)
-    assert report.final_versions_hash == hash_
+    assert report.final_versions_hash == hash_ == versions_hash((s, us, a) for s, (us, a, _) in rc["final"].items())
     if report.expected is not None:
         assert {s: (e.event_time_us, e.answers) for s, e in report.expected.items()} == {
             s: (us, a) for s, (us, a, _) in rc["final"].items()}

@@ -32,10 +32,9 @@ import heapq
 import json
 import math
 import random
-import uuid
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -52,6 +51,9 @@ PRODUCER_ID = "school_equity.producer/1"
 NYC_TZ = ZoneInfo("America/New_York")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HOUR_US = 3_600_000_000
+# RFC 4122 version 4 / variant bits, as uuid.UUID(int=..., version=4) sets them
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID_V4 = (4 << 76) | (0x8000 << 48)
 
 # Quarantine reason codes (docs/ARCHITECTURE.md), in the parser's rule order.
 INVALID_JSON = "invalid_json"
@@ -212,8 +214,10 @@ def fingerprint(submission_id: str, event_time_us: int, answers: dict[str, int])
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
-def final_versions_hash(fingerprints: Sequence[int] | Iterator[int]) -> int:
-    return sum(fingerprints) % (1 << 64)
+def versions_hash(versions: Iterable[tuple[str, int, dict[str, int]]]) -> int:
+    """`StreamReport.final_versions_hash` of (submission_id, event_time_us, answers) rows: what
+    Silver's winning versions must hash to. Order-independent."""
+    return sum(fingerprint(sid, t_us, answers) for sid, t_us, answers in versions) % (1 << 64)
 
 
 @dataclass
@@ -306,7 +310,7 @@ def _us(dt: datetime) -> int:
     return (dt - _EPOCH) // timedelta(microseconds=1)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Version:
     event_time_us: int
     answers: dict[str, int]
@@ -316,7 +320,7 @@ class _Version:
     headers: list[tuple[str, bytes]]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Submission:
     submission_id: str
     dbn: str
@@ -460,7 +464,9 @@ class SurveyStream:
         return out
 
     def _uuid(self) -> str:
-        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        # what str(uuid.UUID(int=bits, version=4)) gives, without the object (a hot path)
+        h = "%032x" % ((self._rng.getrandbits(128) & _UUID_CLEAR) | _UUID_V4)
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
     def _payload(self, sid: str, dbn: str, rtype: str, t_us: int, answers, device: dict,
                  schema_version: int, language: str | None) -> dict:
@@ -474,6 +480,19 @@ class SurveyStream:
     @staticmethod
     def _encode(d: dict) -> bytes:
         return json.dumps(d, separators=(",", ":")).encode()
+
+    def _encode_valid(self, sid: str, dbn: str, rtype: str, t_us: int, answers: dict[str, int],
+                      device: dict[str, str], version: int, language: str | None) -> bytes:
+        """Byte-identical to `_encode(_payload(...))` (a test holds it to that), about 4x faster:
+        every string here comes from our own catalogs, so nothing needs escaping."""
+        ans = ",".join([f'"{q}":{v}' for q, v in answers.items()])
+        text = (f'{{"schema_version":{version},"submission_id":"{sid}","dbn":"{dbn}",'
+                f'"survey_year":{self.config.survey_year},"respondent_type":"{rtype}",'
+                f'"event_time":"{_iso(t_us)}","answers":{{{ans}}},"device":{{"type":"{device["type"]}",'
+                f'"os":"{device["os"]}","app_version":"{device["app_version"]}"}}')
+        if version >= 2:
+            text += f',"language":"{language}"'
+        return (text + "}").encode()
 
     def _device(self, rtype: str, schema_version: int) -> dict[str, str]:
         dtype, os_ = self._pick(self._device_tables[rtype])
@@ -502,7 +521,7 @@ class SurveyStream:
         device = self._device(rtype, version)
         language = self._language(rtype) if version >= 2 else None
         dbn = self._schools[school].dbn
-        value = self._encode(self._payload(sid, dbn, rtype, t_us, answers, device, version, language))
+        value = self._encode_valid(sid, dbn, rtype, t_us, answers, device, version, language)
         headers = self._headers[version]
         sub = _Submission(sid, dbn, school, rtype, device,
                           [_Version(t_us, answers, version, language, value, headers)],
@@ -539,8 +558,8 @@ class SurveyStream:
         language = prev.language if prev.language else (self._language(sub.respondent_type) if version >= 2 else None)
         device = sub.device if version == prev.schema_version else {**sub.device, "app_version":
                                                                      self._pick(self._app_tables[version])}
-        value = self._encode(self._payload(sub.submission_id, sub.dbn, sub.respondent_type, t_us, answers, device,
-                                           version, language))
+        value = self._encode_valid(sub.submission_id, sub.dbn, sub.respondent_type, t_us, answers, device, version,
+                                   language)
         headers = self._headers[version]
         sub.versions.append(_Version(t_us, answers, version, language, value, headers))
         fp = fingerprint(sub.submission_id, t_us, answers)

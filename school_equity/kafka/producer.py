@@ -76,6 +76,22 @@ class ProduceReport:
         }
 
 
+def default_compression() -> str | None:
+    """gzip unless the `crc32c` C extension is installed.
+
+    kafka-python checksums every record batch (CRC32C) when producing and when consuming;
+    without the extension it does so in pure Python (~6 MB/s), which then costs more than
+    everything else. gzip batches are ~5x smaller, so they are cheaper end to end in that
+    case (measured on 2 cores, per record: produce 84 -> 51 us, consume 64 -> 21 us). With
+    the extension, no compression is cheapest (produce 36 us, consume 14 us).
+    """
+    try:
+        import crc32c  # noqa: F401
+    except ImportError:
+        return "gzip"
+    return None
+
+
 def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITIONS, *,
                  timeout_s: float = 15.0) -> tuple[int, bool]:
     """Create `topic` with `partitions` partitions unless it exists. Returns (partition count, created).
@@ -143,7 +159,9 @@ def produce(
         n_partitions, created = partitions, False
 
     stream = SurveyStream(n_events, cfg)
-    kafka = KafkaProducer(bootstrap_servers=bootstrap, **{**DEFAULT_PRODUCER_CONFIGS, **(producer_configs or {})})
+    kafka = KafkaProducer(bootstrap_servers=bootstrap, **{**DEFAULT_PRODUCER_CONFIGS,
+                                                          "compression_type": default_compression(),
+                                                          **(producer_configs or {})})
     unacked: collections.deque = collections.deque()
     stop_reason: str | None = None
     started = time.monotonic()
