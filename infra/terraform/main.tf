@@ -4,6 +4,23 @@ locals {
   # MSK IAM resources share the cluster ARN's account/name/uuid.
   msk_topic_arn = "${replace(var.msk_cluster_arn, ":cluster/", ":topic/")}/${var.survey_topic_name}"
   msk_group_arn = "${replace(var.msk_cluster_arn, ":cluster/", ":group/")}/school_equity.*"
+
+  # Non-secret settings of code servers and runs: set them on the Dagster+ agent's
+  # task (dagster_cloud.yaml lists the names it forwards). Secrets are not here.
+  runtime_environment = {
+    SCHOOL_EQUITY_ENV            = var.environment
+    SCHOOL_EQUITY_LAKE           = "s3://${aws_s3_bucket.lake.bucket}/lake"
+    SCHOOL_EQUITY_KAFKA          = join(",", var.kafka_bootstrap_servers)
+    SCHOOL_EQUITY_TOPIC          = var.survey_topic_name
+    SCHOOL_EQUITY_CONSUMER_GROUP = "school_equity.bronze"
+    AWS_REGION                   = var.aws_region
+    SNOWFLAKE_ACCOUNT            = var.snowflake_account
+    SNOWFLAKE_USER               = var.snowflake_user
+    SNOWFLAKE_ROLE               = var.snowflake_role
+    SNOWFLAKE_WAREHOUSE          = var.snowflake_warehouse
+    SNOWFLAKE_DATABASE           = var.snowflake_database
+    SNOWFLAKE_SCHEMA             = var.snowflake_schema
+  }
 }
 
 # ---- lake: Bronze Parquet + Silver Delta ---------------------------------------

@@ -32,3 +32,8 @@ output "survey_topic" {
   description = "SCHOOL_EQUITY_TOPIC."
   value       = kafka_topic.survey_submissions.name
 }
+
+output "runtime_environment" {
+  description = "Non-secret environment of code servers and runs, for the agent's task definition."
+  value       = local.runtime_environment
+}

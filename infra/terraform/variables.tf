@@ -125,6 +125,12 @@ variable "snowflake_database" {
   default     = "SCHOOL_EQUITY"
 }
 
+variable "snowflake_schema" {
+  description = "Schema of the Gold models (SNOWFLAKE_SCHEMA)."
+  type        = string
+  default     = "GOLD"
+}
+
 variable "msk_cluster_arn" {
   description = "ARN of the MSK cluster, for the IAM policy of the Bronze consumer and the producer."
   type        = string
