@@ -81,13 +81,13 @@ def test_existing_topic_paced_and_stopped(broker, topic_name):
     assert time.monotonic() - t0 >= 0.28  # 300 records at 1000/s
 
     stop = threading.Event()
-    threading.Timer(0.5, stop.set).start()
-    stopped = produce(broker.bootstrap, topic_name, 1_000_000, seed=2, rate_per_s=500, stop_event=stop)
+    stopped = produce(broker.bootstrap, topic_name, 1_000_000, seed=2, stop_event=stop,
+                      progress=lambda p: p["sent"] >= 200 and stop.set(), progress_every=200)
     assert stopped.stopped_early and stopped.stop_reason == "stop requested"
-    assert 100 < stopped.events < 2_000
+    assert 201 <= stopped.events <= 201 + GeneratorConfig().shuffle_window  # the held-back records still go
 
     timed = produce(broker.bootstrap, topic_name, 1_000_000, seed=3, rate_per_s=500, max_seconds=0.5)
-    assert timed.stopped_early and "max_seconds" in timed.stop_reason and timed.events < 2_000
+    assert timed.stopped_early and "max_seconds" in timed.stop_reason and 0 < timed.events < 2_000
 
     total = paced.events + stopped.events + timed.events
     got = read_all(broker.bootstrap, topic_name, total)
@@ -102,3 +102,19 @@ def test_existing_topic_paced_and_stopped(broker, topic_name):
             break
     in_topic = Counter(m.value for m in got)
     assert all(in_topic[v] >= n for v, n in Counter(first).items())
+
+
+def test_command_line_run(broker, topic_name, capsys):
+    import argparse
+    import json
+
+    from school_equity.kafka.producer import add_producer_arguments, run_from_args
+
+    parser = add_producer_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--bootstrap", broker.bootstrap, "--topic", topic_name, "-n", "400", "--seed", "8",
+                              "--partitions", "1", "--json"])
+    report = run_from_args(args)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["events"] == report.events == 400 and printed["partitions"] == 1
+    assert printed["valid_submissions"] == report.stream.valid_submissions > 0
+    assert len(read_all(broker.bootstrap, topic_name, 400)) == 400

@@ -153,10 +153,7 @@ def produce(
     cfg = config or GeneratorConfig()
     if seed is not None:
         cfg = replace(cfg, seed=seed)
-    if create_topic:
-        n_partitions, created = ensure_topic(bootstrap, topic, partitions)
-    else:
-        n_partitions, created = partitions, False
+    created = ensure_topic(bootstrap, topic, partitions)[1] if create_topic else False
 
     stream = SurveyStream(n_events, cfg)
     kafka = KafkaProducer(bootstrap_servers=bootstrap, **{**DEFAULT_PRODUCER_CONFIGS,
@@ -168,6 +165,7 @@ def produce(
     deadline = started + max_seconds if max_seconds is not None else None
     sent = 0
     try:
+        n_partitions = len(kafka.partitions_for(topic))
         for rec in stream:
             if stop_reason is None:
                 if stop_event is not None and stop_event.is_set():
