@@ -1,61 +1,16 @@
-"""A second run on top of the first, as the platform sees it when new vintages land
-through the source assets: a 2018-19 location extract (fiscal year 2019, built from the
-shipped file) in which one school moved and one is gone, and an SVI 2020 partition built
-from the shipped file by changing the year. The SCD2 snapshot must keep history, and the
-new SVI vintage must land beside 2022 without changing it."""
+"""The second run (conftest.second_run): a 2018-19 location extract in which one school
+moved and one is gone, and an SVI 2020 partition built from the shipped file by changing
+the year. The SCD2 snapshot must keep history, and the new SVI vintage must land beside
+2022 without changing it."""
 
 from __future__ import annotations
-
-import csv
 
 import pytest
 
 from . import raw_files as raw
-from .conftest import EQUITY_SELECTION, copy_warehouse
+from .conftest import CLOSED, MOVED, NEW_ADDRESS
 
 pytestmark = pytest.mark.e2e
-
-MOVED, CLOSED = "01M015", "01M019"
-NEW_ADDRESS = "1 NEW STREET"
-
-
-def lowest_bucket_manhattan_tract() -> str:
-    return min(
-        fips for fips, row in raw.svi().items()
-        if row["STCNTY"] == "36061" and raw.svi_score(fips) is not None and raw.svi_score(fips) < 0.25
-    )
-
-
-def write_locations_2019(path, moved_to: str) -> None:
-    """The shipped 2017-18 extract as fiscal year 2019: MOVED sits in another Manhattan tract
-    (its BBL keeps the Manhattan digit), CLOSED is gone."""
-    header, rows = raw.read_locations()
-    col = {name: i for i, name in enumerate(header)}
-    out = []
-    for row in rows:
-        dbn = row[col["ATS SYSTEM CODE"]].strip()
-        if dbn == CLOSED:
-            continue
-        row = list(row)
-        row[col["FISCAL_YEAR"]] = "2019"
-        if dbn == MOVED:
-            row[col["CENSUS_TRACT"]] = str(int(moved_to[5:]))  # the file drops leading zeros
-            row[col["PRIMARY_ADDRESS_LINE_1"]] = NEW_ADDRESS
-        out.append(row)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows([header, *out])
-
-
-@pytest.fixture(scope="module")
-def second_run(equity_warehouse, tmp_path_factory):
-    root = tmp_path_factory.mktemp("gold_equity_history")
-    wh = copy_warehouse(equity_warehouse, root)
-    moved_to = lowest_bucket_manhattan_tract()
-    write_locations_2019(root / "school_locations_2018_19.csv", moved_to)
-    wh.land_vintage("svi", "2020", raw.SVI_CSV)
-    wh.land_vintage("school_locations", "2019", root / "school_locations_2018_19.csv")
-    wh.dbt("build", *EQUITY_SELECTION)
-    return wh, moved_to
 
 
 def test_snapshot_keeps_the_old_location_and_opens_a_new_one(second_run):
