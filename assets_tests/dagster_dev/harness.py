@@ -189,6 +189,14 @@ class DagsterGraphQL:
     def asset_keys(self) -> list[str]:
         return sorted(n["key"] for n in self.asset_nodes())
 
+    def partition_keys(self, asset_key: str | Sequence[str]) -> list[str]:
+        """The asset's partition keys as the instance knows them now (dynamic ones included)."""
+        (node,) = self.query(
+            """query($key: AssetKeyInput!) { assetNodes(assetKeys: [$key]) { partitionKeys } }""",
+            {"key": {"path": _key_path(asset_key)}},
+        )["assetNodes"]
+        return list(node["partitionKeys"])
+
     def materializations(
         self, asset_key: str | Sequence[str], *, partitions: Sequence[str] | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:

@@ -132,6 +132,15 @@ def test_toy_location_end_to_end_through_dagster_dev(dagster_dev_factory, tmp_pa
     assert len(client.runs(tags={"dagster/sensor_name": "toy_sensor"})) == 1
     assert client.stop_sensor("toy_sensor") == "STOPPED"
 
+    # a backfill over both partitions, as from the UI: one run (single_run policy)
+    assert client.partition_keys("toy/numbers") == ["a", "b"]
+    backfill_id = client.launch_backfill(["toy/numbers"], ["a", "b"], tags={"test": "backfill"})
+    assert client.wait_for_backfill(backfill_id, timeout=120) == "COMPLETED_SUCCESS"
+    (backfill_run,) = client.runs(tags={"dagster/backfill": backfill_id})
+    assert backfill_run["status"] == "SUCCESS"
+    assert client.materialization_count("toy/numbers") == 4
+    assert client.materialization_count("toy/numbers", partitions=["a"]) == 2
+
     seen = [p.pid for p in dev.processes()]
     killed = dev.stop(timeout=45)
     assert dev.survivors() == []

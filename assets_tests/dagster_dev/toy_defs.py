@@ -19,6 +19,7 @@ SENSOR_PARTITION = "a"  # the partition the sensor asks for; tests launch "b" th
     key=["toy", "numbers"],
     partitions_def=TOY_PARTITIONS,
     pool="silver_delta",
+    backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"python"},
     owners=["team:data-eng"],
     group_name="toy",
@@ -27,10 +28,12 @@ SENSOR_PARTITION = "a"  # the partition the sensor asks for; tests launch "b" th
 def toy_numbers(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     out_dir = Path(os.environ["TOY_OUT_DIR"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{context.partition_key}.txt").write_text("1\n2\n3\n")
+    # a single-run backfill hands the asset several partitions at once
+    for key in context.partition_keys:
+        (out_dir / f"{key}.txt").write_text("1\n2\n3\n")
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": 3,
+            "dagster/row_count": 3 * len(context.partition_keys),
             "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn("n", "int")]),
         }
     )

@@ -297,6 +297,9 @@ def test_ports_line_up_between_servers_workspace_and_host(compose, stages):
         kenv["KAFKA_CONTROLLER_QUORUM_VOTERS"]
         == f"{kenv['KAFKA_NODE_ID']}@kafka:{listeners['CONTROLLER'].rsplit(':', 1)[1]}"
     )
+    # the broker writes its log where the volume is mounted
+    kafka_mounts = {v.split(":")[1]: v.split(":")[0] for v in services["kafka"]["volumes"]}
+    assert kafka_mounts.get(kenv["KAFKA_LOG_DIRS"]) == "kafka_data"
     # the local default of settings.py matches the published Kafka port, so host-side
     # tools (`school-equity produce`) reach the compose broker unchanged
     settings = (ROOT / "school_equity" / "settings.py").read_text()
