@@ -428,7 +428,16 @@ class DagsterGraphQL:
         )["partitionBackfillOrError"]
         return dict(_expect(data, "PartitionBackfill", f"backfill {backfill_id}"))
 
+    def backfill_run_ids(self, backfill_id: str) -> list[str]:
+        return [r["runId"] for r in self.runs(tags={"dagster/backfill": backfill_id})]
+
     def wait_for_backfill(self, backfill_id: str, *, timeout: float = 300.0) -> str:
+        """Block until the backfill is in a final state. The backfill daemon works in fixed
+        30 s iterations (not configurable in 1.13): it submits the runs on one iteration
+        and marks the backfill complete on a later one, so this takes 30-60 s even for a
+        tiny backfill. Waiting on `backfill_run_ids` + `wait_for_run` is quicker when the
+        runs are what matter."""
+
         def terminal():
             status = self.backfill(backfill_id)["status"]
             return status if status in TERMINAL_BACKFILL_STATUSES else None
@@ -530,9 +539,10 @@ class DagsterDev:
 
     def stop(self, timeout: float = 30.0) -> list[int]:
         """SIGINT the group, wait up to `timeout`, then SIGKILL what is left, by PID.
-        Returns the PIDs that had to be killed (empty when shutdown was clean)."""
+        Returns the PIDs that had to be killed (empty when shutdown was clean).
+        Idempotent: a second call only sweeps stragglers."""
         self._track()
-        if self.proc.poll() is None:
+        if self.proc.poll() is None:  # the leader alive means the group id is still ours
             try:
                 os.killpg(self.pgid, signal.SIGINT)
             except ProcessLookupError:
@@ -540,26 +550,24 @@ class DagsterDev:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and (self.proc.poll() is None or self.processes()):
             time.sleep(0.2)
-        killed = []
-        for p in self.processes():
-            try:
-                p.kill()
-                killed.append(p.pid)
-            except psutil.NoSuchProcess:
-                pass
-        try:
-            os.killpg(self.pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        killed: list[int] = []
+        # twice: a process may fork between the scan and the kill
+        for _ in range(2):
+            for p in self.processes():
+                try:
+                    p.kill()
+                    killed.append(p.pid)
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(list(self._seen.values()), timeout=5)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
-        psutil.wait_procs(list(self._seen.values()), timeout=5)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-        return killed
+        return sorted(set(killed))
 
     def __enter__(self) -> DagsterDev:
         return self
