@@ -1,0 +1,211 @@
+"""Gold: the dbt project as Dagster assets.
+
+Two `@dbt_assets`, one per partitioning scheme:
+- the stream models (`tag:stream`), partitioned like Bronze and Silver by the sensor's
+  `survey_batches`; a run over any range of batches is one `dbt build` over the
+  half-open batch window of that range;
+- everything else (equity models, seeds, snapshots), unpartitioned, rebuilt whole.
+
+dbt sources carry `meta.dagster.asset_key` (the Silver keys), so Silver -> Gold is one
+graph; dbt tests become asset checks (dagster-dbt's default, enable_asset_checks=True).
+Both definitions share the `duckdb_warehouse` pool: DuckDB takes one writer per file, so
+two runs must never build the warehouse at once (the pool's limit of 1 is set in the
+instance, see school_equity/dagster_home/dagster.yaml).
+"""
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliInvocation,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
+
+from school_equity.gold.project import dbt_project
+from school_equity.gold.window import batch_window_vars
+from school_equity.kafka.partitions import survey_batches
+from school_equity.settings import Settings
+
+GOLD_GROUP = "gold"
+GOLD_OWNERS = ["team:analytics"]
+STREAM_SELECT = "tag:stream"
+DUCKDB_POOL = "duckdb_warehouse"
+# DuckDB names a file's catalog after the file, and dbt's relation names (in the manifest
+# Dagster loads, parsed with profiles.yml's default path) include it: a warehouse file
+# with another name would make every row count and column schema query miss its table.
+WAREHOUSE_FILE_STEM = "warehouse"
+# dbt resources that Gold builds; sources are not among them (they keep their Silver keys).
+GOLD_RESOURCE_TYPES = frozenset({"model", "seed", "snapshot"})
+
+
+class GoldDbtTranslator(DagsterDbtTranslator):
+    """Gold's naming and ownership, decided here once for every dbt model, seed and snapshot."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        # The key lives here rather than in get_asset_spec because dagster-dbt 0.29 also
+        # reads keys straight from get_asset_key (observations for tests that dbt's indirect
+        # selection ran, the freshness builder): both paths must agree on `gold/<name>`.
+        if dbt_resource_props["resource_type"] in GOLD_RESOURCE_TYPES:
+            return dg.AssetKey([GOLD_GROUP, dbt_resource_props["name"]])
+        return super().get_asset_key(dbt_resource_props)
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        props = self.get_resource_props(manifest, unique_id)
+        if props["resource_type"] not in GOLD_RESOURCE_TYPES:
+            return spec
+        warehouse = manifest.get("metadata", {}).get("adapter_type") or "duckdb"
+        return spec.replace_attributes(
+            group_name=GOLD_GROUP,
+            owners=GOLD_OWNERS,
+            kinds={"dbt", warehouse},
+        )
+
+
+TRANSLATOR = GoldDbtTranslator(DagsterDbtTranslatorSettings(enable_code_references=True))
+
+
+class GoldDbtResource(DbtCliResource):
+    """The dbt CLI for Gold, with where this deployment keeps the lake and the warehouse.
+
+    profiles.yml and the source definitions read SCHOOL_EQUITY_LAKE / SCHOOL_EQUITY_WAREHOUSE
+    through env_var(); dagster-dbt hands dbt a copy of this process's environment and also
+    opens the warehouse in-process (row counts, column schemas), so the locations are
+    exported here, once per run, from the same settings every other asset uses.
+    """
+
+    lake_root: str
+    warehouse_path: str
+
+    def dbt_environment(self) -> dict[str, str]:
+        return {"SCHOOL_EQUITY_LAKE": self.lake_root, "SCHOOL_EQUITY_WAREHOUSE": self.warehouse_path}
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        super().setup_for_execution(context)
+        os.environ.update(self.dbt_environment())
+        if self.target in (None, "local"):
+            # DuckDB creates the file, not its folder (a fresh SCHOOL_EQUITY_HOME).
+            Path(self.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def dbt_executable() -> str:
+    """The dbt next to this interpreter: `.venv/bin/dagster dev` runs without the venv on
+    PATH, and a dbt found elsewhere on PATH could be another version or miss the adapters."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
+
+
+def dbt_resource(settings: Settings) -> GoldDbtResource:
+    """The `dbt` resource for an environment: its profiles.yml target is the environment's
+    name (local = DuckDB file, branch/prod = Snowflake, credentials from env vars there)."""
+    if settings.env == "local" and Path(settings.warehouse_path).stem != WAREHOUSE_FILE_STEM:
+        raise ValueError(
+            f"SCHOOL_EQUITY_WAREHOUSE={settings.warehouse_path!r}: the DuckDB file must be named "
+            f"{WAREHOUSE_FILE_STEM}.duckdb (any folder); DuckDB names its catalog after the file "
+            "and the dbt manifest's relation names include that catalog"
+        )
+    return GoldDbtResource(
+        project_dir=dbt_project,
+        dbt_executable=dbt_executable(),
+        target=settings.env,
+        lake_root=settings.lake_root,
+        warehouse_path=settings.warehouse_path,
+    )
+
+
+def _with_view_row_counts(invocation: DbtCliInvocation, events: Iterator[Any]) -> Iterator[Any]:
+    """dagster-dbt counts rows of tables only (a view's count runs its query). The stream's
+    views are plain projections of a copied source, so counting them is one scan; every
+    Gold asset then carries `dagster/row_count`. Runs after fetch_row_counts, which on
+    DuckDB waits for dbt to exit, so the file lock is free."""
+    adapter = invocation.adapter
+    for event in events:
+        if (
+            adapter is not None
+            and isinstance(event, (dg.Output, dg.AssetMaterialization))
+            and "dagster/row_count" not in event.metadata
+            and "unique_id" in event.metadata
+        ):
+            node = invocation.manifest["nodes"].get(event.metadata["unique_id"].value)
+            if node and node.get("config", {}).get("materialized") == "view":
+                try:
+                    with adapter.connection_named(f"row_count_{node['unique_id']}"):
+                        _, table = adapter.execute(f"select count(*) from {node['relation_name']}", fetch=True)
+                    row_count = dg.MetadataValue.int(int(table[0][0]))
+                    event = event.with_metadata({**event.metadata, "dagster/row_count": row_count})
+                except Exception as e:  # metadata only: never fail a successful build over it
+                    dg.get_dagster_logger().warning(f"row count of {node['unique_id']} failed: {e}")
+        yield event
+
+
+def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, args: list[str]) -> Iterator[Any]:
+    invocation = dbt.cli(["build", *args], context=context)
+    try:
+        events = invocation.stream().fetch_row_counts().fetch_column_metadata()
+        yield from _with_view_row_counts(invocation, iter(events))
+    finally:
+        _release_warehouse(invocation)
+
+
+def _release_warehouse(invocation: DbtCliInvocation) -> None:
+    """The in-process adapter (row counts, column schemas) keeps its DuckDB database open,
+    and with it the file lock, after the build: the next dbt process, or a reader in this
+    process, could not open the warehouse. A run worker exits anyway; an in-process run
+    (tests, `dg.materialize`) does not. dbt-duckdb holds the database in a process-wide
+    environment that outlives its connections, hence the reach into `_ENV`."""
+    adapter = invocation.adapter
+    if adapter is None:
+        return
+    adapter.cleanup_connections()
+    if adapter.type() == "duckdb":
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+        env = DuckDBConnectionManager._ENV
+        DuckDBConnectionManager.close_all_connections()
+        if env is not None:
+            env.close()
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    select=STREAM_SELECT,
+    name="gold_stream_dbt",
+    partitions_def=survey_batches,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    dagster_dbt_translator=TRANSLATOR,
+    pool=DUCKDB_POOL,
+)
+def gold_stream_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """The survey stream's Gold models, built for the batch window of the run's partitions."""
+    window = batch_window_vars(context.partition_keys)
+    context.log.info(f"batch window [{window['min_batch_seq']}, {window['max_batch_seq_exclusive']})")
+    yield from _build(context, dbt, ["--vars", json.dumps(window)])
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    exclude=STREAM_SELECT,
+    name="gold_dbt",
+    dagster_dbt_translator=TRANSLATOR,
+    pool=DUCKDB_POOL,
+)
+def gold_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """Every other Gold model, seed and snapshot, rebuilt whole."""
+    yield from _build(context, dbt, [])
+
+
+GOLD_ASSETS: list[dg.AssetsDefinition] = [gold_stream_models, gold_models]
