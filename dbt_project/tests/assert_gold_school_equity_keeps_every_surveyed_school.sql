@@ -1,3 +1,5 @@
+{{ config(meta={'dagster': {'ref': {'name': 'gold_school_equity'}}}) }}
+-- (The meta names the asset this check belongs to in Dagster: the test reads two models.)
 -- No surveyed school may disappear on the way to the equity mart (unmatched schools are
 -- kept with svi_match_status); fails with the school-years that went missing or appeared.
 

@@ -1,3 +1,5 @@
+{{ config(meta={'dagster': {'ref': {'name': 'gold_school_equity'}}}) }}
+-- (The meta names the asset this check belongs to in Dagster: the test reads two models.)
 -- Every school's bucket is its tract's bucket for the same SVI vintage (the bucket is
 -- computed once, in int_tract_vulnerability, and nowhere re-derived differently).
 
