@@ -1,0 +1,590 @@
+"""Bronze survey events -> Silver frames (submissions, answers, quarantine). Pure: no
+Dagster, no I/O.
+
+Two paths, one meaning:
+
+- ``parse_payload`` is the reference: plain Python (``json.loads``) applying the rules
+  in order and naming the first one a record breaks. It defines what is valid.
+- ``parse_batch`` first runs a vectorised polars fast path that recognises records
+  which are *certainly* valid, and sends every other record to ``parse_payload``.
+  The fast path never rejects anything; it only has to be sound (whatever it accepts,
+  the reference accepts with the same values). Malformed records are about 1% of a
+  stream, so the Python path sees few of them.
+
+  Soundness rests on a regular grammar that describes a strict subset of JSON: an
+  object whose members are strings without escapes or braces, integers, literals,
+  or flat objects of those. A payload in that grammar is valid JSON; its only braces
+  are structural; replacing the flat inner objects by ``{}`` leaves the top-level
+  members, and counting ``"key":`` there catches duplicate or unexpected keys (both
+  go to the reference). Event times take the fast path only in the strict
+  ``YYYY-MM-DDTHH:MM:SS[.ffffff]+HH:MM`` form, on which polars and ``datetime``
+  agree.
+
+Rule order (the reason code of a quarantined record is the first rule it breaks):
+``invalid_json`` (no payload, not UTF-8, not JSON, not an object) ->
+``schema_version`` (``missing_field`` / ``wrong_type`` / ``unsupported_schema_version``;
+it decides which fields are required) -> ``missing_field`` (absent or null; v2 also
+requires ``language``; then ``device.type|os|app_version``) -> ``wrong_type`` (fields,
+device fields, then each answer value) -> ``invalid_value`` (blank submission_id,
+survey_year range, respondent_type, event_time not ISO-8601 with an offset, empty
+answers) -> ``unknown_dbn`` -> ``unknown_question`` (not in the catalog, not asked of
+the respondent type, or newer than the record's schema version) ->
+``answer_out_of_range`` (outside the question's scale).
+
+Within a batch only the newest version of each submission is kept: greatest
+(event_time, kafka_partition, kafka_offset). Nothing is dropped silently:
+``records == valid_records + quarantined`` is enforced for every batch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+import polars as pl
+
+from school_equity.contracts.stream import (
+    ANSWER_OUT_OF_RANGE,
+    INVALID_JSON,
+    INVALID_VALUE,
+    MAX_SURVEY_YEAR,
+    MIN_SURVEY_YEAR,
+    MISSING_FIELD,
+    SUPPORTED_SCHEMA_VERSIONS,
+    UNKNOWN_DBN,
+    UNKNOWN_QUESTION,
+    UNSUPPORTED_SCHEMA_VERSION,
+    WRONG_TYPE,
+    SilverSurveyAnswers,
+    SilverSurveyQuarantine,
+    SilverSurveySubmissions,
+)
+from school_equity.reference import RESPONDENT_TYPES, Question, questions, school_dbns
+
+# Columns that exist only from this schema version on: they appear in a Silver frame
+# (and so in the Delta table) once a batch holds a record of that version.
+VERSIONED_COLUMNS = {"language": 2}
+VERSION_ORDER = ("schema_version", "event_time", "kafka_partition", "kafka_offset")
+NEWEST_FIRST_KEY = ["event_time", "kafka_partition", "kafka_offset"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_DETAIL = 300
+
+
+def _dtypes(model) -> dict[str, pl.DataType]:
+    return {n: c.dtype.type for n, c in model.to_schema().columns.items()}
+
+
+SUBMISSION_DTYPES = _dtypes(SilverSurveySubmissions)
+ANSWER_DTYPES = _dtypes(SilverSurveyAnswers)
+QUARANTINE_DTYPES = _dtypes(SilverSurveyQuarantine)
+
+
+# -- the reference: one record in Python --------------------------------------------
+@dataclass(frozen=True)
+class ParsedEvent:
+    submission_id: str
+    dbn: str
+    survey_year: int
+    respondent_type: str
+    event_time_us: int  # microseconds since the epoch, UTC
+    schema_version: int
+    language: str | None
+    device_type: str
+    device_os: str
+    app_version: str
+    answers: tuple[tuple[str, int], ...]  # (question_id, value) in payload order
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason_code: str
+    reason_detail: str
+    submission_id: str | None = None
+
+
+_FIELD_TYPES: dict[str, tuple[type, str]] = {
+    "submission_id": (str, "string"),
+    "dbn": (str, "string"),
+    "survey_year": (int, "integer"),
+    "respondent_type": (str, "string"),
+    "event_time": (str, "string"),
+    "answers": (dict, "object"),
+    "device": (dict, "object"),
+    "language": (str, "string"),
+}
+_REQUIRED = ("submission_id", "dbn", "survey_year", "respondent_type", "event_time", "answers", "device")
+_DEVICE_FIELDS = ("type", "os", "app_version")
+
+
+def _clip(s: str) -> str:
+    return s if len(s) <= _MAX_DETAIL else s[:_MAX_DETAIL] + "..."
+
+
+def _json_kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return f"boolean {json.dumps(v)}"
+    if isinstance(v, int | float):
+        return f"number {v!r}"
+    if isinstance(v, str):
+        return f"string {json.dumps(v)}"
+    if isinstance(v, list):
+        return "array"
+    return "object"
+
+
+def _is_type(v: Any, t: type) -> bool:
+    if t is int:
+        return type(v) is int  # JSON true/false are bools in Python, not integers
+    return isinstance(v, t)
+
+
+def _required_fields(schema_version: int) -> tuple[str, ...]:
+    extra = tuple(c for c, v in VERSIONED_COLUMNS.items() if schema_version >= v)
+    return _REQUIRED + extra
+
+
+def parse_event_time(s: str) -> int | None:
+    """ISO-8601 with a UTC offset -> microseconds since the epoch (UTC); None if invalid."""
+    try:
+        t = datetime.fromisoformat(s)
+    except ValueError:
+        return None
+    if t.tzinfo is None or t.utcoffset() is None:
+        return None
+    try:
+        return (t - _EPOCH) // timedelta(microseconds=1)
+    except OverflowError:
+        return None
+
+
+def parse_payload(
+    value: bytes | None,
+    *,
+    catalog: dict[str, Question] | None = None,
+    dbns: frozenset[str] | None = None,
+) -> ParsedEvent | Rejection:
+    """Apply every rule to one Kafka record value; the reference for what is valid."""
+    catalog = questions() if catalog is None else catalog
+    dbns = school_dbns() if dbns is None else dbns
+    if value is None:
+        return Rejection(INVALID_JSON, "no payload (the record value is null)")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Rejection(INVALID_JSON, f"payload is not UTF-8 (invalid byte at position {e.start})")
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        return Rejection(INVALID_JSON, _clip(f"payload is not JSON: {e}"))
+    except RecursionError:
+        return Rejection(INVALID_JSON, "payload is not JSON: nested too deeply")
+    if not isinstance(obj, dict):
+        return Rejection(INVALID_JSON, f"payload is a JSON {_json_kind(obj).split(' ')[0]}, not an object")
+
+    sid = obj.get("submission_id")
+    sid = sid if isinstance(sid, str) else None
+
+    def reject(code: str, detail: str) -> Rejection:
+        return Rejection(code, _clip(detail), sid)
+
+    def absent(name: str, container: dict, label: str) -> Rejection:
+        how = "is null" if name in container else "is missing"
+        return reject(MISSING_FIELD, f"{label} {how}")
+
+    sv = obj.get("schema_version")
+    if sv is None:
+        return absent("schema_version", obj, "schema_version")
+    if not _is_type(sv, int):
+        return reject(WRONG_TYPE, f"schema_version: expected integer, got {_json_kind(sv)}")
+    if sv not in SUPPORTED_SCHEMA_VERSIONS:
+        supported = ", ".join(map(str, SUPPORTED_SCHEMA_VERSIONS))
+        return reject(UNSUPPORTED_SCHEMA_VERSION, f"schema_version {sv} (supported: {supported})")
+
+    required = _required_fields(sv)
+    for f in required:
+        if obj.get(f) is None:
+            return absent(f, obj, f)
+    device = obj["device"]
+    if isinstance(device, dict):
+        for f in _DEVICE_FIELDS:
+            if device.get(f) is None:
+                return absent(f, device, f"device.{f}")
+
+    for f in required:
+        t, label = _FIELD_TYPES[f]
+        if not _is_type(obj[f], t):
+            return reject(WRONG_TYPE, f"{f}: expected {label}, got {_json_kind(obj[f])}")
+    for f in _DEVICE_FIELDS:
+        if not isinstance(device[f], str):
+            return reject(WRONG_TYPE, f"device.{f}: expected string, got {_json_kind(device[f])}")
+    answers: dict = obj["answers"]
+    for qid, v in answers.items():
+        if not _is_type(v, int):
+            return reject(WRONG_TYPE, f"answers.{qid}: expected integer, got {_json_kind(v)}")
+
+    if not obj["submission_id"].strip():
+        return reject(INVALID_VALUE, "submission_id is blank")
+    year = obj["survey_year"]
+    if not MIN_SURVEY_YEAR <= year <= MAX_SURVEY_YEAR:
+        return reject(INVALID_VALUE, f"survey_year {year} outside {MIN_SURVEY_YEAR}..{MAX_SURVEY_YEAR}")
+    rtype = obj["respondent_type"]
+    if rtype not in RESPONDENT_TYPES:
+        return reject(INVALID_VALUE, f"respondent_type {json.dumps(rtype)} (expected one of {', '.join(RESPONDENT_TYPES)})")
+    event_time_us = parse_event_time(obj["event_time"])
+    if event_time_us is None:
+        return reject(INVALID_VALUE, f"event_time {json.dumps(obj['event_time'])} is not ISO-8601 with a UTC offset")
+    if not answers:
+        return reject(INVALID_VALUE, "answers is empty")
+
+    if obj["dbn"] not in dbns:
+        return reject(UNKNOWN_DBN, f"dbn {json.dumps(obj['dbn'])} is not a known school")
+
+    for qid in answers:
+        q = catalog.get(qid)
+        if q is None:
+            return reject(UNKNOWN_QUESTION, f"question {json.dumps(qid)} is not in the catalog")
+        if q.respondent_type != rtype:
+            return reject(UNKNOWN_QUESTION, f"question {qid} is asked of {q.respondent_type}s, not {rtype}s")
+        if q.introduced_in_schema_version > sv:
+            return reject(
+                UNKNOWN_QUESTION, f"question {qid} needs schema_version >= {q.introduced_in_schema_version}, got {sv}"
+            )
+    for qid, v in answers.items():
+        q = catalog[qid]
+        if not q.scale_min <= v <= q.scale_max:
+            return reject(ANSWER_OUT_OF_RANGE, f"{qid}={v} outside its scale {q.scale_min}..{q.scale_max}")
+
+    return ParsedEvent(
+        submission_id=obj["submission_id"],
+        dbn=obj["dbn"],
+        survey_year=year,
+        respondent_type=rtype,
+        event_time_us=event_time_us,
+        schema_version=sv,
+        language=obj["language"] if sv >= VERSIONED_COLUMNS["language"] else None,
+        device_type=device["type"],
+        device_os=device["os"],
+        app_version=device["app_version"],
+        answers=tuple(answers.items()),
+    )
+
+
+# -- the fast path: certainly-valid records, vectorised ------------------------------
+_WS = r"[ \t\n\r]*"
+_TEXT = r'[^"\\\x00-\x1f{}]*'  # a JSON string body without escapes, control characters or braces
+_INT = r"-?(?:0|[1-9][0-9]*)"  # JSON forbids leading zeros
+_ANSWER = rf'{_WS}"[A-Za-z0-9_]+"{_WS}:{_WS}{_INT}{_WS}'
+
+
+def _field(name: str, value: str, *, first: bool = False) -> str:
+    return ("" if first else ",") + _WS + '"' + name + '"' + _WS + ":" + _WS + value
+
+
+def _quoted(group: str, body: str) -> str:
+    return '"(?<' + group + ">" + body + ')"'
+
+
+_EVENT_TIME = (
+    r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:\.[0-9]{1,6})?[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]"
+)
+# The documented layout of an event (docs/ARCHITECTURE.md field order, any JSON
+# whitespace), with every value in a strict form: each payload it matches is a valid
+# JSON object with exactly these members, so json.loads would read the same values.
+# The event time must be in the strict ISO form on which polars' parser and
+# datetime.fromisoformat agree.
+_LAYOUT = (
+    r"^" + _WS + r"\{"
+    + _field("schema_version", r"(?<schema_version>[12])", first=True)
+    + _field("submission_id", _quoted("submission_id", r"[!#-\[\]-z|~]+"))  # printable ASCII but " \ { }
+    + _field("dbn", _quoted("dbn", r"[0-9]{2}[A-Z][0-9]{3}"))
+    + _field("survey_year", r"(?<survey_year>[1-9][0-9]{3})")
+    + _field("respondent_type", _quoted("respondent_type", "parent|teacher|student"))
+    + _field("event_time", _quoted("event_time", _EVENT_TIME))
+    + _field("answers", r"\{(?<answers>" + _ANSWER + "(?:," + _ANSWER + r")*)\}")
+    + _field(
+        "device",
+        r"\{"
+        + _field("type", _quoted("device_type", _TEXT), first=True)
+        + _field("os", _quoted("device_os", _TEXT))
+        + _field("app_version", _quoted("app_version", _TEXT))
+        + _WS + r"\}",
+    )
+    + "(?:" + _field("language", _quoted("language", _TEXT)) + ")?"
+    + _WS + r"\}" + _WS + "$"
+)
+
+
+def _catalog_frame(catalog: dict[str, Question]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "question_id": [q.question_id for q in catalog.values()],
+            "_q_respondent_type": [q.respondent_type for q in catalog.values()],
+            "_q_min": [q.scale_min for q in catalog.values()],
+            "_q_max": [q.scale_max for q in catalog.values()],
+            "_q_since": [q.introduced_in_schema_version for q in catalog.values()],
+        },
+        schema_overrides={"_q_min": pl.Int64, "_q_max": pl.Int64, "_q_since": pl.Int64},
+    )
+
+
+def _utf8_or_none(v: bytes | None) -> str | None:
+    try:
+        return None if v is None else v.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _payload_text(values: pl.Series, chunk: int = 4096) -> pl.Series:
+    """Payloads as UTF-8 text; null where the bytes are not UTF-8 (the reference says why).
+
+    One invalid payload fails a whole cast, so on failure the cast is retried per
+    chunk and only the failing chunks are decoded record by record.
+    """
+    try:
+        return values.cast(pl.String)
+    except pl.exceptions.ComputeError:
+        pass
+    parts = []
+    for start in range(0, values.len(), chunk):
+        part = values.slice(start, chunk)
+        try:
+            parts.append(part.cast(pl.String))
+        except pl.exceptions.ComputeError:
+            parts.append(pl.Series(values.name, [_utf8_or_none(v) for v in part.to_list()], dtype=pl.String))
+    return pl.concat(parts)
+
+
+def _fast_path(
+    rows: pl.DataFrame, catalog: dict[str, Question], dbns: frozenset[str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(events, answers) of the rows that are certainly valid; ``rows`` has ``_row`` and ``_text``.
+
+    One regex pass recognises the documented layout and captures every field; what
+    it cannot recognise (another field order, escapes in strings, an extra field, any
+    defect) is left to the reference.
+    """
+    v2 = VERSIONED_COLUMNS["language"]
+    cand = (
+        rows.lazy()
+        .select("_row", _m=pl.col("_text").str.extract_groups(_LAYOUT))
+        .unnest("_m")
+        .filter(pl.col("schema_version").is_not_null())
+        .with_columns(
+            schema_version=pl.col("schema_version").cast(pl.Int64),
+            survey_year=pl.col("survey_year").cast(pl.Int64),
+            event_time=pl.col("event_time").str.to_datetime(
+                "%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", time_zone="UTC", strict=False
+            ),
+        )
+        .filter(
+            pl.col("event_time").is_not_null()  # e.g. February 30th: the reference names it
+            & pl.col("dbn").is_in(list(dbns))
+            & pl.col("survey_year").is_between(MIN_SURVEY_YEAR, MAX_SURVEY_YEAR)
+            & ((pl.col("schema_version") < v2) | pl.col("language").is_not_null())
+        )
+        # a v1 record may carry a language; like the reference, ignore it
+        .with_columns(language=pl.when(pl.col("schema_version") >= v2).then(pl.col("language")))
+        .collect()
+    )
+    # Every key must be a catalog question, once: matching the quoted catalog ids
+    # (Aho-Corasick) must find as many distinct ids as the object has members.
+    quoted_ids = ['"' + q + '"' for q in catalog]
+    found = pl.col("answers").str.extract_many(quoted_ids)
+    members = pl.col("answers").str.count_matches(":", literal=True)
+    cand = cand.filter((found.list.len() == members) & (found.list.n_unique() == members))
+    # The layout admits only `"key":int` members here, so splitting on "," and ":" is exact.
+    pairs = (
+        cand.lazy()
+        .select("_row", "respondent_type", "schema_version", _pair=pl.col("answers").str.split(","))
+        .explode("_pair")
+        .with_columns(_kv=pl.col("_pair").str.split_exact(":", 1))
+        .with_columns(
+            question_id=pl.col("_kv").struct.field("field_0").str.strip_chars(" \t\n\r").str.strip_chars('"'),
+            answer_value=pl.col("_kv").struct.field("field_1").str.strip_chars(" \t\n\r")
+            .cast(pl.Int64, strict=False),
+        )
+        .join(_catalog_frame(catalog).lazy(), on="question_id", how="left")
+        .with_columns(
+            _ok=(
+                (pl.col("_q_respondent_type") == pl.col("respondent_type"))
+                & (pl.col("_q_since") <= pl.col("schema_version"))
+                & pl.col("answer_value").is_between(pl.col("_q_min"), pl.col("_q_max"))
+            ).fill_null(False)
+        )
+        .select("_row", "question_id", "answer_value", "_ok")
+        .collect()
+    )
+    bad_rows = pairs.filter(~pl.col("_ok")).get_column("_row").unique()
+    events = cand.filter(~pl.col("_row").is_in(bad_rows.implode())).select(_EVENT_SCHEMA.keys())
+    answers = pairs.filter(~pl.col("_row").is_in(bad_rows.implode())).select(_ANSWER_SCHEMA.keys())
+    return events, answers
+
+
+# -- a batch --------------------------------------------------------------------------
+class ParseStats(NamedTuple):
+    records: int
+    valid_records: int  # records that passed every rule
+    quarantined: int
+    superseded_in_batch: int  # valid records replaced by a newer version of the same submission
+    fast_path: int  # valid records recognised by the vectorised path
+    reference_path: int  # records decided by parse_payload
+
+    def as_dict(self) -> dict[str, int]:
+        return self._asdict()
+
+
+class ParsedBatch(NamedTuple):
+    submissions: pl.DataFrame
+    answers: pl.DataFrame
+    quarantine: pl.DataFrame
+    stats: ParseStats
+
+
+_EVENT_SCHEMA = {
+    "_row": pl.Int64,
+    "submission_id": pl.String,
+    "dbn": pl.String,
+    "survey_year": pl.Int64,
+    "respondent_type": pl.String,
+    "event_time": pl.Datetime("us", "UTC"),
+    "schema_version": pl.Int64,
+    "language": pl.String,
+    "device_type": pl.String,
+    "device_os": pl.String,
+    "app_version": pl.String,
+}
+_ANSWER_SCHEMA = {"_row": pl.Int64, "question_id": pl.String, "answer_value": pl.Int64}
+
+
+def _reference_path(
+    rows: pl.DataFrame, catalog: dict[str, Question], dbns: frozenset[str]
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    events: list[tuple] = []
+    answers: list[tuple] = []
+    rejected: list[tuple] = []
+    for row, value in rows.select("_row", "value").iter_rows():
+        out = parse_payload(value, catalog=catalog, dbns=dbns)
+        if isinstance(out, Rejection):
+            rejected.append((row, out.reason_code, out.reason_detail, out.submission_id))
+            continue
+        events.append((
+            row, out.submission_id, out.dbn, out.survey_year, out.respondent_type, out.event_time_us,
+            out.schema_version, out.language, out.device_type, out.device_os, out.app_version,
+        ))
+        answers.extend((row, q, v) for q, v in out.answers)
+    ev_schema = {**_EVENT_SCHEMA, "event_time": pl.Int64}
+    ev = pl.DataFrame(events, schema=ev_schema, orient="row").with_columns(
+        pl.col("event_time").cast(pl.Datetime("us", "UTC"))
+    )
+    ans = pl.DataFrame(answers, schema=_ANSWER_SCHEMA, orient="row")
+    rej = pl.DataFrame(
+        rejected,
+        schema={"_row": pl.Int64, "reason_code": pl.String, "reason_detail": pl.String, "submission_id": pl.String},
+        orient="row",
+    )
+    return ev, ans, rej
+
+
+def _lossy_utf8(v: bytes | None) -> str | None:
+    return None if v is None else v.decode("utf-8", errors="replace")
+
+
+def _coordinates(bronze: pl.DataFrame) -> pl.DataFrame:
+    return bronze.select(
+        "_row",
+        kafka_topic=pl.col("topic"),
+        kafka_partition=pl.col("partition").cast(pl.Int32),
+        kafka_offset=pl.col("offset").cast(pl.Int64),
+        kafka_timestamp=pl.col("timestamp").dt.cast_time_unit("us"),
+        batch_id=pl.col("batch_id"),
+        batch_seq=pl.col("batch_id").str.slice(1).cast(pl.Int64),
+        ingested_at=pl.col("ingested_at").dt.cast_time_unit("us"),
+    )
+
+
+def _cast(df: pl.DataFrame, dtypes: dict[str, pl.DataType]) -> pl.DataFrame:
+    return df.select(pl.col(c).cast(t) for c, t in dtypes.items() if c in df.columns)
+
+
+def parse_batch(
+    bronze: pl.DataFrame,
+    *,
+    catalog: dict[str, Question] | None = None,
+    dbns: frozenset[str] | None = None,
+    fast_path: bool = True,
+) -> ParsedBatch:
+    """Parse one Bronze batch (BRONZE_SCHEMA columns) into the three Silver frames.
+
+    Submissions hold the newest version of each submission in the batch; answers are
+    exactly that version's answers; quarantine holds every record that broke a rule.
+    ``fast_path=False`` decides every record with the reference (tests compare both).
+    """
+    catalog = questions() if catalog is None else catalog
+    dbns = school_dbns() if dbns is None else dbns
+    bronze = bronze.with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
+    n = bronze.height
+
+    if fast_path and n:
+        rows = bronze.select("_row", _text=_payload_text(bronze.get_column("value")))
+        fast_events, fast_answers = _fast_path(rows, catalog, dbns)
+    else:
+        fast_events = pl.DataFrame(schema=_EVENT_SCHEMA)
+        fast_answers = pl.DataFrame(schema=_ANSWER_SCHEMA)
+    rest = bronze.filter(~pl.col("_row").is_in(fast_events.get_column("_row").implode()))
+    ref_events, ref_answers, rejected = _reference_path(rest, catalog, dbns)
+
+    events = pl.concat([fast_events, ref_events.select(fast_events.columns)])
+    answers = pl.concat([fast_answers, ref_answers])
+    if events.height + rejected.height != n:
+        raise RuntimeError(
+            f"parse lost records: {n} in, {events.height} valid + {rejected.height} quarantined"
+        )
+
+    coords = _coordinates(bronze)
+    events = events.join(coords, on="_row", how="left")
+    winners = (
+        events.sort(NEWEST_FIRST_KEY, descending=True, maintain_order=True)
+        .unique("submission_id", keep="first", maintain_order=True)
+    )
+    answer_counts = answers.group_by("_row").agg(answer_count=pl.len())
+    submissions = winners.join(answer_counts, on="_row", how="left")
+    if not (winners.get_column("schema_version") >= VERSIONED_COLUMNS["language"]).any():
+        submissions = submissions.drop("language")
+    submissions = _cast(submissions, SUBMISSION_DTYPES)
+
+    win_answers = (
+        answers.join(
+            winners.select(
+                "_row", "submission_id", "dbn", "survey_year", "respondent_type", "event_time",
+                "kafka_partition", "kafka_offset", "batch_id", "batch_seq",
+            ),
+            on="_row",
+            how="inner",
+        )
+    )
+    win_answers = _cast(win_answers, ANSWER_DTYPES)
+
+    q = rejected.join(bronze.select("_row", "key", "value"), on="_row", how="left").join(coords, on="_row", how="left")
+    quarantine = _cast(
+        q.with_columns(
+            kafka_key=pl.Series("kafka_key", [_lossy_utf8(v) for v in q.get_column("key").to_list()], pl.String),
+            raw_payload=pl.Series("raw_payload", [_lossy_utf8(v) for v in q.get_column("value").to_list()], pl.String),
+        ).sort("kafka_partition", "kafka_offset"),
+        QUARANTINE_DTYPES,
+    )
+
+    stats = ParseStats(
+        records=n,
+        valid_records=events.height,
+        quarantined=quarantine.height,
+        superseded_in_batch=events.height - winners.height,
+        fast_path=fast_events.height,
+        reference_path=rest.height,
+    )
+    return ParsedBatch(submissions, win_answers, quarantine, stats)
