@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -77,6 +83,56 @@ def http_base() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _default_signals() -> None:
+    # background processes here start with SIGINT/SIGTERM ignored; the server must obey terminate()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto S3 server in its own process on a free loopback port (in a thread of this
+    process it deadlocks with delta-rs, whose calls hold the GIL while they wait on it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    proc = subprocess.Popen(
+        [server, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_default_signals,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_lake_root(moto_endpoint, monkeypatch) -> str:
+    """A fresh bucket on the moto server, with the AWS variables the Lake reads."""
+    import boto3
+
+    env = {
+        "AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    bucket = f"lake-{os.getpid()}-{time.monotonic_ns()}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/school_equity"
 
 
 @dataclass
