@@ -1,7 +1,9 @@
 {{ config(materialized='table') }}
--- One row per school district (the first two digits of the DBN): community districts
--- 1-32, District 75 (special education), District 79 (alternative schools) and
--- District 84 (charter schools). Districts 75, 79 and 84 span boroughs ('Citywide').
+-- One row per school district (the first two digits of the DBN; key: district): community
+-- districts 1-32, District 75 (special education), District 79 (alternative schools) and
+-- District 84 (charter schools). Its schools are those of the latest survey year's results
+-- and of the current location extract; borough is their one borough, or 'Citywide' when
+-- they span several (75 and 84 do).
 
 with survey_schools as (
     select
