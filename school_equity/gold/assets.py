@@ -13,6 +13,7 @@ two runs must never build the warehouse at once (the pool's limit of 1 is set in
 instance, see school_equity/dagster_home/dagster.yaml).
 """
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -30,6 +31,8 @@ from dagster_dbt import (
     DbtProject,
     dbt_assets,
 )
+from dagster_dbt.core.dbt_event_iterator import DbtEventIterator
+from packaging.version import Version
 
 from school_equity.gold.project import dbt_project
 from school_equity.gold.window import batch_window_vars
@@ -88,6 +91,16 @@ class GoldDbtResource(DbtCliResource):
 
     lake_root: str
     warehouse_path: str
+
+    @property
+    def _cli_version(self) -> Version:
+        # dagster-dbt learns the dbt version by running `dbt --version` (dbt's full start-up
+        # plus a PyPI lookup, ~8 s of CPU here) twice per invocation: its cached_property
+        # cannot cache on a frozen resource. The dbt beside this interpreter is the dbt-core
+        # installed in it, so ask the package metadata instead.
+        if Path(self.dbt_executable).parent == Path(sys.executable).parent:
+            return Version(importlib.metadata.version("dbt-core"))
+        return DbtCliResource._cli_version.func(self)  # type: ignore[attr-defined]
 
     def dbt_environment(self) -> dict[str, str]:
         return {"SCHOOL_EQUITY_LAKE": self.lake_root, "SCHOOL_EQUITY_WAREHOUSE": self.warehouse_path}
@@ -153,7 +166,13 @@ def _with_view_row_counts(invocation: DbtCliInvocation, events: Iterator[Any]) -
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, args: list[str]) -> Iterator[Any]:
     invocation = dbt.cli(["build", *args], context=context)
     try:
-        events = invocation.stream().fetch_row_counts().fetch_column_metadata()
+        stream = invocation.stream()
+        if invocation.adapter is not None and invocation.adapter.type() == "duckdb":
+            # dagster-dbt holds DuckDB's events until dbt exits (the file lock) and meanwhile
+            # its metadata threads poll in a loop without sleeping: on two cores that took a
+            # core from dbt for the whole build. Waiting here first costs nothing more.
+            stream = DbtEventIterator(iter(list(stream)), dbt_cli_invocation=invocation)
+        events = stream.fetch_row_counts().fetch_column_metadata()
         yield from _with_view_row_counts(invocation, iter(events))
     finally:
         _release_warehouse(invocation)
