@@ -115,9 +115,10 @@ def bronze_frame(
     keys: list[bytes | None] | None = None,
     topic: str = TOPIC,
     offsets: list[int] | None = None,
+    partitions: list[int] | None = None,
 ) -> pl.DataFrame:
     return pl.from_arrow(bronze_table(values, batch_id=batch_id, partition=partition, start_offset=start_offset,
-                                      keys=keys, topic=topic, offsets=offsets))
+                                      keys=keys, topic=topic, offsets=offsets, partitions=partitions))
 
 
 def bronze_table(
@@ -129,8 +130,10 @@ def bronze_table(
     keys: list[bytes | None] | None = None,
     topic: str = TOPIC,
     offsets: list[int] | None = None,
+    partitions: list[int] | None = None,
 ) -> pa.Table:
     n = len(values)
+    partitions = partitions if partitions is not None else [partition] * n
     offsets = offsets if offsets is not None else list(range(start_offset, start_offset + n))
     if keys is None:
         keys = []
@@ -143,7 +146,7 @@ def bronze_table(
     return pa.Table.from_arrays(
         [
             pa.array([topic] * n, pa.string()),
-            pa.array([partition] * n, pa.int32()),
+            pa.array(partitions, pa.int32()),
             pa.array(offsets, pa.int64()),
             pa.array(ts, pa.timestamp("ms", tz="UTC")),
             pa.array([0] * n, pa.int8()),

@@ -1,0 +1,272 @@
+"""Silver merges into real Delta tables: newer wins in any batch order, answers are exactly
+the winner's, re-merging changes nothing, v2 columns evolve the schema, commit races
+are retried."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from datetime import timedelta
+
+import polars as pl
+import pytest
+from deltalake.exceptions import CommitFailedError, DeltaError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from assets_tests.silver.silver_events import T0, bronze_frame, encode, event
+from school_equity.contracts.checks import validate_or_raise
+from school_equity.contracts.stream import SilverSurveyAnswers, SilverSurveySubmissions
+from school_equity.lake import Lake
+from school_equity.silver.merge import (
+    SilverTables,
+    merge_answers,
+    merge_batch,
+    merge_submissions,
+    read_table,
+    table_version,
+    with_retries,
+)
+from school_equity.silver.parse import parse_batch
+
+PARENT_QUESTIONS = ["P01", "P02", "P03", "P04", "P05", "P06"]
+
+
+def batch_frame(records: list[dict], batch_seq: int) -> pl.DataFrame:
+    """records: dicts with sid, minute, answers, partition, offset, version."""
+    values = [
+        encode(event(r["sid"], event_time=T0 + timedelta(minutes=r["minute"]), answers=r["answers"],
+                     schema_version=r.get("version", 1), language=r.get("language", "es")))
+        for r in records
+    ]
+    return bronze_frame(values, batch_id=f"b{batch_seq:09d}", partitions=[r["partition"] for r in records],
+                        offsets=[r["offset"] for r in records])
+
+
+def merge_all(tables: SilverTables, batches: list[pl.DataFrame]) -> None:
+    for b in batches:
+        merge_batch(tables, parse_batch(b))
+
+
+def state(tables: SilverTables) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The three tables, in a canonical row and column order."""
+    out = []
+    for uri, key in ((tables.submissions, ["submission_id"]), (tables.answers, ["submission_id", "question_id"]),
+                     (tables.quarantine, ["kafka_topic", "kafka_partition", "kafka_offset"])):
+        df = read_table(uri, tables.storage_options)
+        out.append(df.select(sorted(df.columns)).sort(key))
+    return tuple(out)
+
+
+def versions(tables: SilverTables) -> tuple:
+    so = tables.storage_options
+    return tuple(table_version(u, so) for u in (tables.submissions, tables.answers, tables.quarantine))
+
+
+def expected_winners(records: list[dict]) -> dict[str, dict]:
+    best: dict[str, dict] = {}
+    for r in records:
+        k = (r["minute"], r["partition"], r["offset"])
+        if r["sid"] not in best or k > (best[r["sid"]]["minute"], best[r["sid"]]["partition"], best[r["sid"]]["offset"]):
+            best[r["sid"]] = r
+    return best
+
+
+def assert_matches_expected(tables: SilverTables, records: list[dict]) -> None:
+    subs, answers, _ = state(tables)
+    best = expected_winners(records)
+    assert subs.select("submission_id", "kafka_partition", "kafka_offset").rows() == [
+        (sid, best[sid]["partition"], best[sid]["offset"]) for sid in sorted(best)
+    ]
+    assert answers.select("submission_id", "question_id", "answer_value").rows() == sorted(
+        (sid, q, v) for sid, r in best.items() for q, v in r["answers"].items()
+    )
+    assert dict(subs.select("submission_id", "answer_count").rows()) == {s: len(r["answers"]) for s, r in best.items()}
+    # every answer row carries its submission's winning version
+    joined = answers.join(subs, on="submission_id", suffix="_s")
+    assert (joined["kafka_offset"] == joined["kafka_offset_s"]).all()
+    assert (joined["event_time"] == joined["event_time_s"]).all()
+    validate_or_raise(subs, SilverSurveySubmissions)
+    validate_or_raise(answers.select(list(SilverSurveyAnswers.to_schema().columns)), SilverSurveyAnswers)
+
+
+def tables_in(root: str) -> SilverTables:
+    return SilverTables.in_lake(Lake(root))
+
+
+# -- property: any batch order gives the newest version per id ---------------------------
+@st.composite
+def stream(draw):
+    n_ids = draw(st.integers(1, 5))
+    records, next_offset = [], {0: 0, 1: 0}
+    for _ in range(draw(st.integers(1, 12))):
+        part = draw(st.integers(0, 1))
+        records.append({
+            "sid": f"s{draw(st.integers(0, n_ids - 1))}",
+            "minute": draw(st.integers(0, 3)),  # few distinct times: ties broken by Kafka position
+            "answers": draw(st.dictionaries(st.sampled_from(PARENT_QUESTIONS), st.integers(1, 4), min_size=1)),
+            "partition": part,
+            "offset": next_offset[part],
+            "version": draw(st.sampled_from([1, 1, 2])),
+        })
+        next_offset[part] += 1
+    n_batches = draw(st.integers(1, min(4, len(records))))
+    assignment = [draw(st.integers(0, n_batches - 1)) for _ in records]
+    batches = [[r for r, a in zip(records, assignment, strict=True) if a == b] for b in range(n_batches)]
+    batches = [b for b in batches if b]
+    order = draw(st.permutations(range(len(batches))))
+    again = draw(st.integers(0, len(batches) - 1))
+    return records, batches, order, again
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream())
+def test_property_any_batch_order_gives_the_newest_version(case):
+    records, batches, order, again = case
+    frames = [batch_frame(b, seq) for seq, b in enumerate(batches)]
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        in_order, permuted = tables_in(a), tables_in(b)
+        merge_all(in_order, frames)
+        merge_all(permuted, [frames[i] for i in order])
+        assert_matches_expected(in_order, records)
+        for x, y in zip(state(in_order), state(permuted), strict=True):
+            assert_frame_equal(x, y)
+        # re-merging any batch changes nothing, not even the table versions
+        before, v_before = state(permuted), versions(permuted)
+        merge_batch(permuted, parse_batch(frames[again]))
+        assert versions(permuted) == v_before
+        for x, y in zip(before, state(permuted), strict=True):
+            assert_frame_equal(x, y)
+
+
+# -- deterministic cases -------------------------------------------------------------
+def test_newer_version_with_fewer_answers_removes_stale_answers(tmp_path):
+    t = tables_in(str(tmp_path))
+    old = {"sid": "s", "minute": 0, "answers": {"P01": 1, "P02": 2, "P03": 3}, "partition": 0, "offset": 0}
+    new = {"sid": "s", "minute": 5, "answers": {"P02": 4}, "partition": 0, "offset": 1}
+    merge_all(t, [batch_frame([old], 1), batch_frame([new], 2)])
+    assert_matches_expected(t, [old, new])
+    result = merge_batch(t, parse_batch(batch_frame([old], 1)))  # the old batch again: loses, touches nothing
+    assert not result.submissions.committed and not result.answers.committed
+    assert_matches_expected(t, [old, new])
+
+
+def test_newer_version_updates_and_deletes_in_one_answers_merge(tmp_path):
+    t = tables_in(str(tmp_path))
+    old = {"sid": "s", "minute": 0, "answers": {"P01": 1, "P02": 2}, "partition": 0, "offset": 0}
+    new = {"sid": "s", "minute": 5, "answers": {"P02": 4, "P03": 1}, "partition": 0, "offset": 1}
+    merge_all(t, [batch_frame([old], 1)])
+    v = table_version(t.answers)
+    result = merge_batch(t, parse_batch(batch_frame([new], 2)))
+    assert (result.answers.inserted, result.answers.updated, result.answers.deleted) == (1, 1, 1)
+    assert table_version(t.answers) == v + 1
+    assert_matches_expected(t, [old, new])
+
+
+def test_schema_v2_column_is_added_and_order_does_not_matter(tmp_path):
+    v1 = {"sid": "a", "minute": 0, "answers": {"P01": 1}, "partition": 0, "offset": 0, "version": 1}
+    v2 = {"sid": "b", "minute": 1, "answers": {"P01": 2}, "partition": 0, "offset": 1, "version": 2,
+          "language": "zh"}
+    # a newer v1 version of a v2 submission clears its language
+    a_v2 = {"sid": "a", "minute": 0, "answers": {"P02": 3}, "partition": 1, "offset": 0, "version": 2}
+    c_v2 = {"sid": "c", "minute": 0, "answers": {"P02": 3}, "partition": 1, "offset": 1, "version": 2}
+    c_v1 = {"sid": "c", "minute": 9, "answers": {"P02": 1}, "partition": 1, "offset": 2, "version": 1}
+    frames = [batch_frame([v1], 1), batch_frame([v2, a_v2, c_v2], 2), batch_frame([c_v1], 3)]
+
+    forward = tables_in(str(tmp_path / "forward"))
+    merge_batch(forward, parse_batch(frames[0]))
+    assert "language" not in read_table(forward.submissions).columns
+    merge_all(forward, frames[1:])
+    subs = read_table(forward.submissions)
+    assert subs.columns[-1] == "language"  # added by the merge, at the end
+    assert dict(subs.select("submission_id", "language").rows()) == {"a": "es", "b": "zh", "c": None}
+
+    backward = tables_in(str(tmp_path / "backward"))
+    merge_all(backward, frames[::-1])
+    for x, y in zip(state(forward), state(backward), strict=True):
+        assert_frame_equal(x, y)
+    history = [h["operation"] for h in __import__("deltalake").DeltaTable(forward.submissions).history()]
+    assert history[-1] == "WRITE" and "MERGE" in history
+
+
+def test_crash_between_submissions_and_answers_is_repaired_by_the_rerun(tmp_path):
+    t = tables_in(str(tmp_path))
+    old = {"sid": "s", "minute": 0, "answers": {"P01": 1, "P02": 2}, "partition": 0, "offset": 0}
+    new = {"sid": "s", "minute": 5, "answers": {"P03": 4}, "partition": 0, "offset": 1}
+    merge_all(t, [batch_frame([old], 1)])
+    parsed = parse_batch(batch_frame([new], 2))
+    merge_submissions(t.submissions, parsed.submissions)  # ... and the run dies here
+    subs, answers, _ = state(t)
+    assert subs["kafka_offset"].to_list() == [1] and answers["question_id"].to_list() == ["P01", "P02"]
+    merge_batch(t, parsed)  # the re-run
+    assert_matches_expected(t, [old, new])
+
+
+def test_quarantine_is_insert_only_and_idempotent(tmp_path):
+    t = tables_in(str(tmp_path))
+    bad = [b"{oops", encode({**event("x"), "dbn": "99X999"})]
+    frame = bronze_frame(bad + [encode(event("ok"))], batch_id="b000000007")
+    first = merge_batch(t, parse_batch(frame))
+    assert first.quarantine.created and first.quarantine.inserted == 2
+    again = merge_batch(t, parse_batch(frame))
+    assert (again.quarantine.inserted, again.quarantine.committed) == (0, False)
+    q = read_table(t.quarantine)
+    assert sorted(q["reason_code"].to_list()) == ["invalid_json", "unknown_dbn"]
+    assert q["batch_id"].unique().to_list() == ["b000000007"]
+
+
+def test_empty_batch_creates_empty_tables(tmp_path):
+    t = tables_in(str(tmp_path))
+    result = merge_batch(t, parse_batch(bronze_frame([])))
+    assert all(o.created and o.version == 0 for o in (result.submissions, result.answers, result.quarantine))
+    assert [read_table(u).height for u in (t.submissions, t.answers, t.quarantine)] == [0, 0, 0]
+
+
+def test_concurrent_merges_into_one_table_are_retried(tmp_path):
+    t = tables_in(str(tmp_path))
+    seed = {"sid": "seed", "minute": 0, "answers": {"P01": 1}, "partition": 0, "offset": 0}
+    merge_all(t, [batch_frame([seed], 0)])
+    records = [{"sid": f"s{i}", "minute": i, "answers": {"P01": 1 + i % 4}, "partition": 0, "offset": 1 + i}
+               for i in range(6)]
+    parsed = [parse_batch(batch_frame([r], 1 + i)) for i, r in enumerate(records)]
+    attempts, errors = [], []
+
+    def run(p):
+        try:
+            attempts.append(merge_submissions(t.submissions, p.submissions, attempts=12).attempts)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in parsed]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert sorted(read_table(t.submissions)["submission_id"].to_list()) == sorted(["seed", *(r["sid"] for r in records)])
+    # then the answers, in sequence, follow the winners
+    for p in parsed:
+        merge_answers(t.answers, p.answers, submissions_uri=t.submissions, batch_versions=p.submissions)
+    assert_matches_expected(t, [seed, *records])
+
+
+def test_with_retries_backs_off_on_commit_races_only():
+    calls, sleeps = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise CommitFailedError("conflict")
+        return "done"
+
+    assert with_retries(flaky, sleep=sleeps.append) == ("done", 3)
+    assert len(sleeps) == 2 and sleeps[1] > sleeps[0] * 0.5
+
+    def broken():
+        raise DeltaError("Schema error: invalid type")
+
+    with pytest.raises(DeltaError):
+        with_retries(broken, sleep=sleeps.append)
+    with pytest.raises(CommitFailedError):
+        with_retries(lambda: (_ for _ in ()).throw(CommitFailedError("x")), attempts=2, sleep=lambda s: None)

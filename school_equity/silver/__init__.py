@@ -1,0 +1,1 @@
+"""Silver layer of the survey stream: parse Bronze batches, merge them into Delta."""

@@ -1,0 +1,334 @@
+"""Upserts of parsed batches into the Silver Delta tables. Pure: deltalake + polars,
+no Dagster.
+
+Why every batch order gives the same tables:
+
+- ``survey_submissions``: merge on ``submission_id``; a matched row is replaced only
+  when the source version is strictly newer by (event_time, kafka_partition,
+  kafka_offset), a total order on versions, so the table converges on the maximum
+  whatever the order, and re-merging a batch matches nothing newer.
+- ``survey_answers``: after the submissions merge, the batch reads back which of its
+  versions *won* (are now the table's version of their submission). For those, and
+  only those, the answers become exactly that version's answers in one merge:
+  changed or new questions upserted, questions the winner no longer has deleted. A
+  batch whose versions lost leaves the answers alone. Because winners are read
+  from the table, a run that crashed between the two merges is repaired by its
+  re-run.
+- ``survey_quarantine``: insert-only on (kafka_topic, kafka_partition, kafka_offset).
+
+A merge that would change nothing is not committed (delta-rs writes no version for
+it, and the answers merge is skipped when nothing differs), so re-merging a batch
+leaves even the table version alone. New columns in a source (a v2 field) are added
+to the table (``merge_schema=True``); a column the source lacks is sent as null, so
+a newer v1 version clears a v2 field instead of keeping a stale value.
+
+Concurrent merges into one table fail with ``CommitFailedError``: each step is
+retried from a fresh snapshot with backoff (the Dagster assets also serialise them
+with a pool).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import polars as pl
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
+
+from school_equity.lake import Lake
+from school_equity.silver.parse import ParsedBatch
+
+SUBMISSIONS_TABLE = "silver/survey_submissions"
+ANSWERS_TABLE = "silver/survey_answers"
+QUARANTINE_TABLE = "silver/survey_quarantine"
+
+VERSION_COLUMNS = ["event_time", "kafka_partition", "kafka_offset"]
+SUBMISSION_KEY = ["submission_id"]
+ANSWER_KEY = ["submission_id", "question_id"]
+QUARANTINE_KEY = ["kafka_topic", "kafka_partition", "kafka_offset"]
+
+# s is strictly newer than t: (event_time, kafka_partition, kafka_offset) compared in order
+SOURCE_IS_NEWER = (
+    "(s.event_time > t.event_time OR (s.event_time = t.event_time AND "
+    "(s.kafka_partition > t.kafka_partition OR (s.kafka_partition = t.kafka_partition AND "
+    "s.kafka_offset > t.kafka_offset))))"
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    table_uri: str
+    version: int | None  # the table's version after this step (None: the table does not exist)
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    created: bool = False  # this step created the table
+    committed: bool = False  # this step wrote a new table version
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class BatchMerge:
+    submissions: MergeOutcome
+    answers: MergeOutcome
+    quarantine: MergeOutcome
+
+
+@dataclass(frozen=True)
+class SilverTables:
+    """Where the three stream tables live."""
+
+    submissions: str
+    answers: str
+    quarantine: str
+    storage_options: dict[str, str] | None = None
+
+    @classmethod
+    def in_lake(cls, lake: Lake) -> SilverTables:
+        return cls(
+            submissions=lake.uri(SUBMISSIONS_TABLE),
+            answers=lake.uri(ANSWERS_TABLE),
+            quarantine=lake.uri(QUARANTINE_TABLE),
+            storage_options=lake.storage_options(),
+        )
+
+
+# -- helpers -----------------------------------------------------------------------
+def with_retries(
+    step: Callable[[], T], *, attempts: int = 6, base_delay: float = 0.2, sleep: Callable[[float], None] = time.sleep
+) -> tuple[T, int]:
+    """Run ``step`` until it commits; a lost commit race is retried with jittered backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return step(), attempt
+        except (CommitFailedError, DeltaError) as e:
+            if attempt == attempts or not _is_commit_race(e):
+                raise
+            sleep(base_delay * 2 ** (attempt - 1) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def _is_commit_race(e: Exception) -> bool:
+    if isinstance(e, CommitFailedError):
+        return True
+    # two first writes racing to create the table: the loser retries as a merge
+    return "already exists" in str(e)
+
+
+def table_exists(uri: str, storage_options: dict[str, str] | None = None) -> bool:
+    return DeltaTable.is_deltatable(uri, storage_options=storage_options)
+
+
+def table_version(uri: str, storage_options: dict[str, str] | None = None) -> int | None:
+    if not table_exists(uri, storage_options):
+        return None
+    return DeltaTable(uri, storage_options=storage_options).version()
+
+
+def read_table(uri: str, storage_options: dict[str, str] | None = None, version: int | None = None) -> pl.DataFrame | None:
+    """The whole table (or None when it does not exist yet)."""
+    if not table_exists(uri, storage_options):
+        return None
+    return pl.read_delta(uri, version=version, storage_options=storage_options)
+
+
+def _scan(uri: str, storage_options: dict[str, str] | None, version: int | None = None) -> pl.LazyFrame:
+    return pl.scan_delta(uri, version=version, storage_options=storage_options)
+
+
+def _align(source: pl.DataFrame, target: pl.Schema) -> pl.DataFrame:
+    """Source with every target column (missing ones null), target columns first."""
+    missing = [pl.lit(None, dtype=target[c]).alias(c) for c in target if c not in source.columns]
+    out = source.with_columns(missing) if missing else source
+    return out.select([*(c for c in target), *(c for c in out.columns if c not in target)])
+
+
+def _create(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | None) -> MergeOutcome:
+    # mode="error": if another writer created the table meanwhile, fail and retry as a merge
+    write_deltalake(uri, frame.to_arrow(), mode="error", storage_options=storage_options)
+    return MergeOutcome(uri, 0, inserted=frame.height, created=True, committed=True)
+
+
+def _outcome(uri: str, metrics: dict, storage_options: dict[str, str] | None) -> MergeOutcome:
+    inserted = int(metrics.get("num_target_rows_inserted", 0))
+    updated = int(metrics.get("num_target_rows_updated", 0))
+    deleted = int(metrics.get("num_target_rows_deleted", 0))
+    return MergeOutcome(
+        uri,
+        DeltaTable(uri, storage_options=storage_options).version(),
+        inserted=inserted,
+        updated=updated,
+        deleted=deleted,
+        committed=bool(inserted or updated or deleted),
+    )
+
+
+# -- the three tables ----------------------------------------------------------------
+def merge_submissions(
+    uri: str, submissions: pl.DataFrame, *, storage_options: dict[str, str] | None = None, attempts: int = 6
+) -> MergeOutcome:
+    """Upsert one batch's submissions (one row per id); newer version wins."""
+
+    def step() -> MergeOutcome:
+        if not table_exists(uri, storage_options):
+            return _create(uri, submissions, storage_options)
+        if submissions.height == 0:
+            return MergeOutcome(uri, table_version(uri, storage_options))
+        dt = DeltaTable(uri, storage_options=storage_options)
+        source = _align(submissions, _scan(uri, storage_options).collect_schema())
+        metrics = (
+            dt.merge(
+                source.to_arrow(),
+                predicate="t.submission_id = s.submission_id",
+                source_alias="s",
+                target_alias="t",
+                merge_schema=True,
+            )
+            .when_matched_update_all(predicate=SOURCE_IS_NEWER)
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        return _outcome(uri, metrics, storage_options)
+
+    outcome, n = with_retries(step, attempts=attempts)
+    return _with_attempts(outcome, n)
+
+
+def answers_changes(
+    answers: pl.DataFrame, winners: pl.DataFrame, existing: pl.DataFrame | None
+) -> pl.DataFrame:
+    """The rows that make the answers of the ``winners`` exactly the batch's ``answers``.
+
+    ``winners``: (submission_id + VERSION_COLUMNS) of the batch versions that are the
+    table's current version. ``existing``: the answers table's rows of those
+    submissions (key + version columns). Returns upserts (``_action='upsert'``, rows
+    that differ from the table) and deletes (``_action='delete'``, questions the
+    winning version does not have, carrying the winner's version).
+    """
+    desired = answers.join(winners, on=[*SUBMISSION_KEY, *VERSION_COLUMNS], how="semi")
+    if existing is None or existing.height == 0:
+        return desired.with_columns(_action=pl.lit("upsert"))
+    upserts = desired.join(existing, on=[*ANSWER_KEY, *VERSION_COLUMNS], how="anti")
+    stale = existing.select(ANSWER_KEY).join(desired.select(ANSWER_KEY), on=ANSWER_KEY, how="anti")
+    deletes = _align(stale.join(winners, on=SUBMISSION_KEY, how="inner"), answers.schema)
+    return pl.concat([
+        upserts.with_columns(_action=pl.lit("upsert")),
+        deletes.select(answers.columns).cast(answers.schema).with_columns(_action=pl.lit("delete")),
+    ])
+
+
+def merge_answers(
+    uri: str,
+    answers: pl.DataFrame,
+    *,
+    submissions_uri: str,
+    batch_versions: pl.DataFrame,
+    storage_options: dict[str, str] | None = None,
+    attempts: int = 6,
+) -> MergeOutcome:
+    """Make the answers of every submission this batch won equal to the batch's answers.
+
+    ``batch_versions``: the batch's submissions (submission_id + VERSION_COLUMNS);
+    call after ``merge_submissions`` so the table says which of them won.
+    """
+    versions = batch_versions.select(*SUBMISSION_KEY, *VERSION_COLUMNS)
+
+    def step() -> MergeOutcome:
+        if versions.height == 0 or not table_exists(submissions_uri, storage_options):
+            winners = versions.head(0)
+        else:
+            current = (
+                _scan(submissions_uri, storage_options)
+                .select(*SUBMISSION_KEY, *VERSION_COLUMNS)
+                .filter(pl.col("submission_id").is_in(versions.get_column("submission_id").implode()))
+                .collect()
+            )
+            winners = versions.join(current, on=[*SUBMISSION_KEY, *VERSION_COLUMNS], how="semi")
+        if not table_exists(uri, storage_options):
+            return _create(uri, answers.join(winners, on=[*SUBMISSION_KEY, *VERSION_COLUMNS], how="semi"),
+                           storage_options)
+        existing = (
+            _scan(uri, storage_options)
+            .select(*ANSWER_KEY, *VERSION_COLUMNS)
+            .filter(pl.col("submission_id").is_in(winners.get_column("submission_id").implode()))
+            .collect()
+        )
+        changes = answers_changes(answers, winners, existing)
+        if changes.height == 0:
+            return MergeOutcome(uri, table_version(uri, storage_options))
+        columns = [c for c in changes.columns if c != "_action"]
+        values = {c: f"s.{c}" for c in columns}
+        metrics = (
+            DeltaTable(uri, storage_options=storage_options)
+            .merge(
+                changes.to_arrow(),
+                predicate="t.submission_id = s.submission_id AND t.question_id = s.question_id",
+                source_alias="s",
+                target_alias="t",
+            )
+            # the guard on versions keeps a stale plan from touching a newer version's rows
+            .when_matched_delete(predicate=f"s._action = 'delete' AND {SOURCE_IS_NEWER}")
+            .when_matched_update(updates=values, predicate=f"s._action = 'upsert' AND {SOURCE_IS_NEWER}")
+            .when_not_matched_insert(updates=values, predicate="s._action = 'upsert'")
+            .execute()
+        )
+        return _outcome(uri, metrics, storage_options)
+
+    outcome, n = with_retries(step, attempts=attempts)
+    return _with_attempts(outcome, n)
+
+
+def merge_quarantine(
+    uri: str, quarantine: pl.DataFrame, *, storage_options: dict[str, str] | None = None, attempts: int = 6
+) -> MergeOutcome:
+    """Insert quarantined records not already there (by Kafka coordinates)."""
+
+    def step() -> MergeOutcome:
+        if not table_exists(uri, storage_options):
+            return _create(uri, quarantine, storage_options)
+        if quarantine.height == 0:
+            return MergeOutcome(uri, table_version(uri, storage_options))
+        source = _align(quarantine, _scan(uri, storage_options).collect_schema())
+        metrics = (
+            DeltaTable(uri, storage_options=storage_options)
+            .merge(
+                source.to_arrow(),
+                predicate="t.kafka_topic = s.kafka_topic AND t.kafka_partition = s.kafka_partition "
+                "AND t.kafka_offset = s.kafka_offset",
+                source_alias="s",
+                target_alias="t",
+                merge_schema=True,
+            )
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        return _outcome(uri, metrics, storage_options)
+
+    outcome, n = with_retries(step, attempts=attempts)
+    return _with_attempts(outcome, n)
+
+
+def _with_attempts(outcome: MergeOutcome, attempts: int) -> MergeOutcome:
+    return MergeOutcome(**{**outcome.__dict__, "attempts": attempts})
+
+
+def merge_batch(tables: SilverTables, parsed: ParsedBatch, *, attempts: int = 6) -> BatchMerge:
+    """Merge one parsed batch: quarantine, then submissions, then their answers."""
+    so = tables.storage_options
+    quarantine = merge_quarantine(tables.quarantine, parsed.quarantine, storage_options=so, attempts=attempts)
+    submissions = merge_submissions(tables.submissions, parsed.submissions, storage_options=so, attempts=attempts)
+    answers = merge_answers(
+        tables.answers,
+        parsed.answers,
+        submissions_uri=tables.submissions,
+        batch_versions=parsed.submissions,
+        storage_options=so,
+        attempts=attempts,
+    )
+    return BatchMerge(submissions=submissions, answers=answers, quarantine=quarantine)
