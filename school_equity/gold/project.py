@@ -1,11 +1,11 @@
 """The dbt project behind Gold, in its own module because `@dbt_assets` reads the manifest
 at import: whoever imports the assets must find it prepared.
 
-`make setup` runs `dbt parse` once; under `dagster dev`, `prepare_if_dev()` re-parses on
-every code reload. Locally a manifest older than the dbt files is re-parsed too, so a test
-run or a `dagster definitions validate` after editing a model never loads stale assets.
-In branch/prod the manifest is built with the image (`dagster-dbt project
-prepare-and-package` or `dbt parse --target prod`) and the project may be read-only.
+`make setup` runs `dbt parse` once. Locally (`dagster dev`, tests, `dagster definitions
+validate`) a manifest missing or older than any dbt file is re-parsed at import, so edited
+models never load as stale assets. In branch/prod the manifest is built with the image
+(`dagster-dbt project prepare-and-package` or `dbt parse --target prod`), the project may be
+read-only, and only dagster-dbt's `prepare_if_dev()` applies.
 """
 
 from __future__ import annotations
@@ -49,9 +49,15 @@ def build_project(env: str | None = None) -> DbtProject:
     env = env or get_env()
     _put_venv_dbt_on_path()
     project = DbtProject(project_dir=DBT_PROJECT_DIR, target=env)
-    project.prepare_if_dev()
-    if env == "local" and manifest_is_stale(project.project_dir, project.manifest_path):
-        project.preparer.prepare(project)
+    if env == "local":
+        # Instead of prepare_if_dev(): `dagster dev` exports DAGSTER_IS_DEV_CLI to every
+        # process it starts, so each run worker would re-parse (~10 s of CPU here) although
+        # nothing changed. Parsing when a dbt file is newer than the manifest covers the
+        # edit-and-reload loop, and `pytest` or `dagster definitions validate` too.
+        if manifest_is_stale(project.project_dir, project.manifest_path):
+            project.preparer.prepare(project)
+    else:
+        project.prepare_if_dev()
     return project
 
 
