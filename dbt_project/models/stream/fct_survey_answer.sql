@@ -10,7 +10,9 @@
 -- Silver holds exactly the answers of a submission's winning version, so when a newer
 -- version drops a question, replacing the submission's whole answer set removes it here
 -- too (a (submission_id, question_id) key would leave the dropped answer behind).
--- Uniqueness of the grain is a test instead.
+-- Uniqueness of the grain is a test instead. This relies on Silver's contract: a winning
+-- version rewrites all its answer rows with its batch, and has at least one answer (the
+-- parser rejects empty answer sets), so its whole set is inside the window.
 
 select
     submission_id,
