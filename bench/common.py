@@ -196,7 +196,7 @@ def stream_file(n: int, seed: int, log: Callable[[str], None] = print) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     schema = pa.schema([("key", pa.binary()), ("value", pa.binary()),
                         ("headers", pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())])))])
-    log(f"  generating {n:,} simulated events (seed {seed}); cached at {path.relative_to(PROJECT_DIR)}")
+    log(f"  generating {n:,} simulated events (seed {seed}); cached at {path}")
     tmp = path.with_suffix(".tmp")
     with Timer() as t, pq.ParquetWriter(tmp, schema, compression="zstd") as w:
         chunk: list = []

@@ -1,0 +1,115 @@
+"""The benchmark code runs on tiny sizes and measures what it says it measures, so it does
+not rot between full runs. No timed assertions: only counts, parity and bookkeeping."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import bench.common as common
+from bench import kafka_bronze, load_tick, memory, run, silver_merge
+from bench.common import Figure, Section, interleave, percentile
+
+
+@pytest.fixture(autouse=True)
+def tiny_stream_cache(tmp_path, monkeypatch):
+    """Generated streams go to the test's directory, not to bench/out/."""
+    monkeypatch.setattr(common, "STREAM_CACHE", tmp_path / "streams")
+
+
+def test_percentile_is_nearest_rank_and_interleave_rotates_order():
+    assert percentile([5.0], 95) == 5.0
+    assert percentile(list(map(float, range(1, 21))), 95) == 19.0
+    assert percentile(list(map(float, range(1, 101))), 50) == 50.0
+    seen: list[str] = []
+    out = interleave({"a": lambda: seen.append("a") or 1.0, "b": lambda: seen.append("b") or 2.0}, 2,
+                     log=lambda _: None)
+    assert seen == ["a", "b", "b", "a"]
+    assert out == {"a": [1.0, 1.0], "b": [2.0, 2.0]}
+
+
+def test_stream_file_is_cached_and_realistic():
+    path = common.stream_file(300, seed=3, log=lambda _: None)
+    again = common.stream_file(300, seed=3, log=lambda _: None)
+    assert path == again
+    table = common.read_stream(path)
+    assert table.num_rows == 300
+    sizes = [len(v) for v in table.column("value").to_pylist()]
+    # the brief's realistic size: survey events of about 300-500 bytes of JSON
+    assert 280 <= sorted(sizes)[len(sizes) // 2] <= 500
+
+
+def test_kafka_bronze_every_reader_reads_exactly_the_topic():
+    sec = kafka_bronze.run(1500, reps=1, log=lambda _: None)
+    assert sec.raw["events"] == 1500
+    assert set(sec.raw["seconds"]) == {
+        "project landing (land_batch)", "(a) kafka-python raw range read", "(b) confluent-kafka consume",
+        "(c) naive json.loads + rows + one Parquet write"}
+    targets = {f.target for f in sec.figures if f.target}
+    assert targets == {">= 0.8x", ">= 5x"}
+
+
+def test_silver_merge_without_spark_counts_the_batch():
+    sec = silver_merge.run(1500, reps=1, spark=False, log=lambda _: None)
+    stats = sec.raw["stages"][0]["_stats"]
+    assert stats["records"] == 1500
+    assert stats["valid_records"] + stats["quarantined"] == 1500
+    # the batch adds submissions to the existing tables
+    assert sec.raw["after"]["submissions"] > sec.raw["before"]["submissions"]
+    assert sec.figures[0].target == ">= 250k rows/s"
+
+
+@pytest.mark.spark
+def test_spark_baseline_reaches_the_same_tables_as_the_project():
+    sec = silver_merge.run(400, reps=1, spark=True, log=lambda _: None)
+    spark, project = sec.raw["spark_counts"], sec.raw["after"]
+    for table in ("submissions", "answers", "quarantine"):
+        assert spark[table] == project[table], table
+    assert spark["batch_quarantined"] == sec.raw["stages"][0]["_stats"]["quarantined"]
+
+
+def test_sensor_tick_bench_on_a_small_ledger(monkeypatch):
+    monkeypatch.setattr(load_tick, "EXISTING_BATCHES", 15)
+    monkeypatch.setattr(load_tick, "EXTRA_RECORDS", load_tick.NEW_RECORDS_PER_TICK * 4)
+    sec = load_tick.run_tick(2, log=lambda _: None)
+    cases = sec.raw["seconds"]
+    assert all(len(v) == 2 for v in cases.values())
+    assert any(f.target == "<= 250 ms" for f in sec.figures)
+
+
+def test_import_helpers_run_in_a_fresh_interpreter(tmp_path):
+    env = load_tick._isolated_env(tmp_path / "home", tmp_path / "pycache")
+    out = load_tick._py(load_tick._IMPORT_LIBS, env, '["json", "no_such_module_here"]')
+    assert out["import_s"] >= 0
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+    assert load_tick._isolated_env(tmp_path / "home", None)["PYTHONDONTWRITEBYTECODE"] == "1"
+
+
+def test_tree_sampler_sees_a_child_process_memory():
+    code = "import time; x = bytearray(150 * 2**20); x[::4096] = b'1' * len(x[::4096]); time.sleep(1.5)"
+    parent = subprocess.Popen([sys.executable, "-c",
+                               f"import subprocess, sys; subprocess.run([sys.executable, '-c', {code!r}])"])
+    sampler = memory.TreeSampler(parent.pid, interval=0.05).start()
+    parent.wait(timeout=60)
+    sampler.stop()
+    assert sampler.peak_total >= 150 * 2**20
+
+
+def test_render_lists_every_figure_with_its_verdict():
+    meta = {"date": "2026-01-01 00:00 UTC", "revision": "abc", "elapsed_s": 60, "command": "python -m bench.run",
+            "machine": {"cores": 2, "memory_gib": 8, "cpu_model": "cpu", "os": "Linux", "python": "3.11"},
+            "load_before": (1.0, 1.0, 1.0), "load_after": (2.0, 2.0, 2.0), "versions": {"polars": "2.1.0"}}
+    secs = [Section("one", figures=[Figure("1. x", "fast thing", 1234.5, "events/s", "base", 2.0, ">= 5x", False)],
+                    notes=["a note"]),
+            Section("two", notes=["FAILED: boom"])]
+    text = run.render(meta, secs)
+    assert "| 1. x | fast thing | 1,234 events/s | base | 2.00x | >= 5x | **missed** |" in text
+    assert "did not run" in text and "FAILED: boom" in text and "polars 2.1.0" in text
+
+
+def test_partial_runs_do_not_replace_the_committed_results():
+    args = run.parse_args(["--events", "1000", "--only", "tick"])
+    assert args.only == ["tick"] and args.events == 1000
+    assert run.PARTIAL_RESULTS != run.FULL_RESULTS

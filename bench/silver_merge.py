@@ -1,0 +1,236 @@
+"""2. Bronze -> Silver merge throughput: one N-row Bronze batch merged into Silver tables
+that already hold the previous N records (N = 1M by default), against
+
+- the I/O floor: reading the same rows as plain Parquet (the Bronze batch and the
+  existing tables' current files) and writing them back as plain Parquet;
+- the same transformation in local Spark (bench/spark_silver.py; Parquet in and out,
+  no Delta jars offline).
+
+The project's path is what the Silver asset does with a batch: read the Bronze files
+(`read_batch`), parse (`parse_batch`), validate the three frames against their
+contracts (`validate_or_raise`), merge (`merge_batch`). Target >= 250k rows/s.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.common import Figure, Section, Timer, interleave, median, read_stream, scratch_dir, stream_file
+
+PARTITIONS = 3
+TOPIC = "survey_submissions"
+
+
+def bronze_batch(stream, batch_id: str, first_offsets: dict[int, int], t0_ms: int):
+    """Stream records -> Bronze rows as the landing writes them: keys hashed to partitions,
+    consecutive offsets per partition, send-time timestamps one millisecond apart."""
+    import polars as pl
+    import pyarrow as pa
+
+    from school_equity.bronze.store import BRONZE_SCHEMA
+
+    df = pl.from_arrow(stream).with_row_index("_i")
+    df = df.with_columns(partition=(pl.col("key").hash(seed=0) % PARTITIONS).cast(pl.Int32))
+    df = df.with_columns(offset=(pl.col("_i").cum_count().over("partition") - 1).cast(pl.Int64)
+                         + pl.col("partition").replace_strict(first_offsets, default=0, return_dtype=pl.Int64))
+    n = df.height
+    out = pa.table({
+        "topic": pa.array([TOPIC] * n, pa.string()),
+        "partition": df["partition"].to_arrow(),
+        "offset": df["offset"].to_arrow(),
+        "timestamp": pa.array(range(t0_ms, t0_ms + n), pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        "timestamp_type": pa.array([0] * n, pa.int8()),
+        "key": stream.column("key"),
+        "value": stream.column("value"),
+        "headers": stream.column("headers").cast(BRONZE_SCHEMA.field("headers").type),
+        "batch_id": pa.array([batch_id] * n, pa.string()),
+        "ingested_at": pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC")),
+    }).select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
+    ends = df.group_by("partition").agg(pl.col("offset").max() + 1)
+    return out, {int(p): int(e) for p, e in ends.iter_rows()}
+
+
+def write_bronze(lake_dir: Path, table, batch_id: str) -> list[str]:
+    """One file per partition range, at the landing's paths."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from school_equity.bronze.store import range_file
+
+    paths = []
+    for p in sorted(set(table.column("partition").to_pylist())):
+        part = table.filter(pc.equal(table.column("partition"), p))
+        offs = part.column("offset")
+        rel = range_file(batch_id, TOPIC, p, pc.min(offs).as_py(), pc.max(offs).as_py() + 1)
+        (lake_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(part, lake_dir / rel, compression="zstd")
+        paths.append(str(lake_dir / rel))
+    return paths
+
+
+def project_merge(lake_dir: Path, batch_id: str) -> dict[str, float]:
+    """The Silver asset's work on one batch; returns the seconds of each stage and the total."""
+    from school_equity.bronze.store import read_batch
+    from school_equity.contracts.checks import validate_or_raise
+    from school_equity.contracts.stream import (
+        SilverSurveyAnswers,
+        SilverSurveyQuarantine,
+        SilverSurveySubmissions,
+    )
+    from school_equity.lake import Lake
+    from school_equity.silver.merge import SilverTables, merge_batch
+    from school_equity.silver.parse import parse_batch
+
+    lake = Lake(str(lake_dir))
+    out = {}
+    t0 = time.perf_counter()
+    bronze = read_batch(lake, batch_id)
+    out["read"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    parsed = parse_batch(bronze)
+    out["parse"] = time.perf_counter() - t
+    t = time.perf_counter()
+    validate_or_raise(parsed.submissions, SilverSurveySubmissions)
+    validate_or_raise(parsed.answers, SilverSurveyAnswers)
+    validate_or_raise(parsed.quarantine, SilverSurveyQuarantine)
+    out["validate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    merge_batch(SilverTables.in_lake(lake), parsed)
+    out["merge"] = time.perf_counter() - t
+    out["total"] = time.perf_counter() - t0
+    out["_stats"] = parsed.stats._asdict()
+    return out
+
+
+def table_files(lake_dir: Path) -> dict[str, list[str]]:
+    """The current data files of each Silver stream table (what Spark reads as Parquet)."""
+    from deltalake import DeltaTable
+
+    out = {}
+    for name in ("submissions", "answers", "quarantine"):
+        uris = DeltaTable(str(lake_dir / "silver" / f"survey_{name}")).file_uris()
+        out[name] = [u.removeprefix("file://") for u in uris]
+    return out
+
+
+def io_floor(bronze_files: list[str], existing: dict[str, list[str]], out_dir: Path) -> float:
+    """Read the batch and the existing tables as plain Parquet and write them back."""
+    import pyarrow.parquet as pq
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    with Timer() as t:
+        pq.write_table(pq.read_table(bronze_files), out_dir / "bronze.parquet", compression="zstd")
+        for name, files in existing.items():
+            pq.write_table(pq.read_table(files), out_dir / f"{name}.parquet", compression="zstd")
+    return t.s
+
+
+def run(events: int, reps: int, seed: int = 7, spark: bool = True, log=print) -> Section:
+    import polars as pl
+
+    from school_equity.lake import Lake
+    from school_equity.silver.merge import SilverTables, merge_batch, read_table
+    from school_equity.silver.parse import parse_batch
+
+    sec = Section("Bronze -> Silver merge throughput")
+    started = time.perf_counter()
+    path = stream_file(2 * events, seed, log=log)
+    with scratch_dir("silver") as tmp:
+        t0_ms = int(time.time() * 1000) - 2 * events
+        first, ends = bronze_batch(read_stream(path, 0, events), "b000000000", {}, t0_ms)
+        second, _ = bronze_batch(read_stream(path, events, 2 * events), "b000000001", ends, t0_ms + events)
+        base = tmp / "base"
+        with Timer() as setup:
+            existing_parsed = parse_batch(pl.from_arrow(first))
+            merge_batch(SilverTables.in_lake(Lake(str(base))), existing_parsed)
+        del first, existing_parsed
+        write_bronze(base, second, "b000000001")
+        n_batch = second.num_rows
+        del second
+        before = {k: read_table(str(base / "silver" / f"survey_{k}")).height
+                  for k in ("submissions", "answers", "quarantine")}
+        log(f"  existing tables built in {setup.s:.0f}s: {before}")
+        existing = table_files(base)
+        bronze_files = sorted(str(p) for p in (base / "bronze").rglob("*.parquet"))
+        work = tmp / "work"
+        stages: list[dict] = []
+        spark_counts: dict = {}
+
+        def fresh_copy(_name: str) -> None:
+            if work.exists():
+                shutil.rmtree(work)
+            shutil.copytree(base, work)
+
+        after: dict[str, int] = {}
+
+        def project() -> float:
+            r = project_merge(work, "b000000001")
+            stages.append(r)
+            after.update({k: read_table(str(work / "silver" / f"survey_{k}")).height
+                          for k in ("submissions", "answers", "quarantine")})
+            return r["total"]
+
+        cases = {"project: read_batch + parse_batch + validate + merge_batch": project,
+                 "I/O floor: plain Parquet read + write of the same rows":
+                     lambda: io_floor(bronze_files, existing, tmp / "floor")}
+        session = None
+        if spark:
+            from bench.spark_silver import parity_counts, quiet, spark_session, transform
+
+            with Timer() as boot:
+                session = quiet(spark_session())
+                session.range(1).count()
+            spark_out = str(tmp / "spark_out")
+
+            def spark_case() -> float:
+                with Timer() as t:
+                    frame = transform(session, bronze_files, existing, spark_out)
+                spark_counts.clear()
+                spark_counts.update(parity_counts(session, frame, spark_out))
+                return t.s
+
+            cases["local Spark: the same transformation (Parquet in/out)"] = spark_case
+        try:
+            times = interleave(cases, reps, log=log, before_each=fresh_copy)
+        finally:
+            if session is not None:
+                session.stop()
+
+    m = "2. Bronze -> Silver"
+    proj_name = "project: read_batch + parse_batch + validate + merge_batch"
+    proj = n_batch / median(times[proj_name])
+    floor = n_batch / median(times["I/O floor: plain Parquet read + write of the same rows"])
+    sec.figures.append(Figure(m, f"merge of a {n_batch:,}-row batch into {before['submissions']:,}-row tables",
+                              proj, "rows/s", f"I/O floor {floor:,.0f} rows/s", proj / floor, ">= 250k rows/s",
+                              proj >= 250_000))
+    if spark:
+        sp = n_batch / median(times["local Spark: the same transformation (Parquet in/out)"])
+        sec.figures.append(Figure(m, "merge vs local Spark, same transformation", proj, "rows/s",
+                                  f"Spark {sp:,.0f} rows/s", proj / sp,
+                                  note=f"information; Spark session start {boot.s:.0f}s not included"))
+    stage_names = ("read", "parse", "validate", "merge")
+    sec.notes.append(
+        f"Batch: {n_batch:,} Bronze rows (events {events:,}..{2 * events:,} of the seeded stream, "
+        f"so it holds corrections and duplicates of submissions already in the tables). Tables before: "
+        f"{before}; after the project's merge: {after}. Parse stats: {stages[-1]['_stats']}. "
+        f"{reps} interleaved repetitions on a fresh copy of the tables, medians.")
+    sec.notes.append("Project stages, median seconds: " + ", ".join(
+        f"{s} {median([r[s] for r in stages]):.2f}" for s in stage_names) +
+        f"; total {median([r['total'] for r in stages]):.2f}.")
+    sec.notes.append("All samples (s): " + "; ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)}"
+                                                     for k, v in times.items()))
+    if spark:
+        parity = {k: (spark_counts.get(k), after.get(k)) for k in ("submissions", "answers", "quarantine")}
+        sec.notes.append(
+            f"Spark parity (Spark, project) row counts after the merge: {parity}; Spark batch: "
+            f"{spark_counts.get('batch_valid'):,} valid, {spark_counts.get('batch_quarantined'):,} quarantined "
+            f"({spark_counts.get('reasons')}). Spark reads the Delta tables' current files and rewrites each "
+            "table whole as Parquet (no Delta jars offline), on local[2] with 4 shuffle partitions.")
+    sec.raw = {"seconds": times, "stages": stages, "before": before, "after": after, "spark_counts": spark_counts}
+    sec.elapsed_s = time.perf_counter() - started
+    return sec
