@@ -139,14 +139,16 @@ def dbt_resource(settings: Settings) -> GoldDbtResource:
 
 
 def _with_view_row_counts(invocation: DbtCliInvocation, events: Iterator[Any]) -> Iterator[Any]:
-    """dagster-dbt counts rows of tables only (a view's count runs its query). The stream's
-    views are plain projections of a copied source, so counting them is one scan; every
-    Gold asset then carries `dagster/row_count`. Runs after fetch_row_counts, which on
-    DuckDB waits for dbt to exit, so the file lock is free."""
+    """dagster-dbt counts rows of tables only (a view's count runs its query). On DuckDB the
+    stream's views are plain projections of a source copied into the warehouse, so a count
+    is one cheap scan and every Gold asset carries `dagster/row_count`. Not on Snowflake,
+    where the same views read external tables over the lake: a full scan per view per batch.
+    Runs after fetch_row_counts, which on DuckDB waits for dbt to exit (the file lock)."""
     adapter = invocation.adapter
     for event in events:
         if (
             adapter is not None
+            and adapter.type() == "duckdb"
             and isinstance(event, (dg.Output, dg.AssetMaterialization))
             and "dagster/row_count" not in event.metadata
             and "unique_id" in event.metadata
