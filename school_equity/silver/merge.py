@@ -332,3 +332,33 @@ def merge_batch(tables: SilverTables, parsed: ParsedBatch, *, attempts: int = 6)
         attempts=attempts,
     )
     return BatchMerge(submissions=submissions, answers=answers, quarantine=quarantine)
+
+
+# -- reading back ----------------------------------------------------------------------
+def table_row_count(uri: str, storage_options: dict[str, str] | None = None) -> int:
+    if not table_exists(uri, storage_options):
+        return 0
+    return int(_scan(uri, storage_options).select(pl.len()).collect().item())
+
+
+def answers_inconsistencies(submissions: pl.DataFrame, answers: pl.DataFrame) -> pl.DataFrame:
+    """Submissions whose answers are not exactly their winning version's: answer rows
+    of another version or of no submission, or a count different from answer_count.
+    One row per submission id with the problem; empty when the tables agree."""
+    keys = [*SUBMISSION_KEY, *VERSION_COLUMNS]
+    per_version = answers.group_by(keys).agg(pl.len().cast(pl.Int64).alias("answer_rows"))
+    joined = submissions.select(*keys, pl.col("answer_count").cast(pl.Int64)).join(
+        per_version, on=keys, how="full", coalesce=True
+    )
+    return (
+        joined.with_columns(
+            problem=pl.when(pl.col("answer_count").is_null())
+            .then(pl.lit("answers of a version that is not the submission's"))
+            .when(pl.col("answer_rows").is_null())
+            .then(pl.lit("no answers for the winning version"))
+            .when(pl.col("answer_rows") != pl.col("answer_count"))
+            .then(pl.lit("answer rows differ from answer_count"))
+        )
+        .filter(pl.col("problem").is_not_null())
+        .sort(SUBMISSION_KEY)
+    )

@@ -1,0 +1,269 @@
+"""Silver stream assets: one multi-asset turns Bronze batches into the three Delta
+tables; checks generated from their contracts (blocking) guard what Gold reads.
+
+Thin glue: parsing is ``silver.parse``, merging ``silver.merge``, validation
+``contracts.checks``.
+"""
+
+from collections import Counter
+
+import dagster as dg
+import polars as pl
+
+from school_equity.bronze.store import batch_dir, read_batch
+from school_equity.contracts.checks import (
+    contract_checks,
+    empty_frame,
+    table_schema,
+    validate_or_raise,
+)
+from school_equity.contracts.stream import (
+    QUARANTINE_REASONS,
+    BronzeSurveyEvents,
+    SilverSurveyAnswers,
+    SilverSurveyQuarantine,
+    SilverSurveySubmissions,
+)
+from school_equity.kafka.partitions import batch_seq, survey_batches
+from school_equity.lake import Lake
+from school_equity.resources import LakeResource
+from school_equity.silver.merge import (
+    ANSWERS_TABLE,
+    QUARANTINE_TABLE,
+    SUBMISSIONS_TABLE,
+    BatchMerge,
+    SilverTables,
+    answers_inconsistencies,
+    merge_batch,
+    read_table,
+    table_row_count,
+)
+from school_equity.silver.parse import ParsedBatch, parse_batch
+
+BRONZE_EVENTS_KEY = dg.AssetKey(["bronze", "survey_events"])
+SUBMISSIONS_KEY = dg.AssetKey(["silver", "survey_submissions"])
+ANSWERS_KEY = dg.AssetKey(["silver", "survey_answers"])
+QUARANTINE_KEY = dg.AssetKey(["silver", "survey_quarantine"])
+SILVER_POOL = "silver_delta"
+CHECK_ANSWERS_MATCH = "answers_match_winning_versions"
+
+_OWNERS = ["team:data-eng"]
+_KINDS = {"delta", "polars"}
+_CONTRACTS = {
+    SUBMISSIONS_KEY: (SilverSurveySubmissions, SUBMISSIONS_TABLE),
+    ANSWERS_KEY: (SilverSurveyAnswers, ANSWERS_TABLE),
+    QUARANTINE_KEY: (SilverSurveyQuarantine, QUARANTINE_TABLE),
+}
+
+_DESCRIPTIONS = {
+    SUBMISSIONS_KEY: (
+        "Survey submissions from the Kafka stream, typed and deduplicated. Grain: one row per submission, "
+        "its newest version by event_time, then Kafka (partition, offset), whatever order batches finish in. "
+        "Key: submission_id. `language` appears with the first schema-version-2 batch (null for v1)."
+    ),
+    ANSWERS_KEY: (
+        "Answers of the winning version of each submission, long format. Grain: one row per submission x "
+        "question. Key: (submission_id, question_id). Exactly the answers of the version in "
+        "silver/survey_submissions: a newer version with fewer answers removes the others."
+    ),
+    QUARANTINE_KEY: (
+        "Every Kafka record that failed parsing or its contract, with the first rule it broke "
+        "(reason_code, reason_detail), the raw payload and its Kafka coordinates; nothing is dropped "
+        "silently. Grain: one row per Kafka record. Key: (kafka_topic, kafka_partition, kafka_offset)."
+    ),
+}
+
+
+def _spec(key: dg.AssetKey) -> dg.AssetSpec:
+    contract, table = _CONTRACTS[key]
+    return dg.AssetSpec(
+        key=key,
+        deps=[BRONZE_EVENTS_KEY],
+        description=_DESCRIPTIONS[key],
+        group_name="silver",
+        kinds=_KINDS,
+        owners=_OWNERS,
+        partitions_def=survey_batches,
+        metadata={
+            "dagster/column_schema": table_schema(contract),
+            "dagster/table_name": table.replace("/", "."),
+            "contract": contract.__name__,
+        },
+    )
+
+
+def read_silver_table(lake: Lake, table: str, contract) -> pl.DataFrame:
+    """The whole current table, or an empty frame of the contract before the first write."""
+    df = read_table(lake.uri(table), lake.storage_options())
+    return empty_frame(contract) if df is None else df
+
+
+def _process(context: dg.AssetExecutionContext, lake: Lake, tables: SilverTables, key: str) -> tuple:
+    if not any(f.endswith(".parquet") for f in lake.list(batch_dir(key))):
+        raise FileNotFoundError(
+            f"batch {key}: no Bronze files under {lake.uri(batch_dir(key))}; materialize "
+            f"{BRONZE_EVENTS_KEY.to_user_string()} for this partition first"
+        )
+    bronze = validate_or_raise(read_batch(lake, key), BronzeSurveyEvents)
+    parsed = parse_batch(bronze)
+    # bad data must not land: a frame that breaks its contract stops the run before any write
+    validate_or_raise(parsed.submissions, SilverSurveySubmissions)
+    validate_or_raise(parsed.answers, SilverSurveyAnswers)
+    validate_or_raise(parsed.quarantine, SilverSurveyQuarantine)
+    merged = merge_batch(tables, parsed)
+    s = parsed.stats
+    context.log.info(
+        f"{key}: {s.records} records -> {s.valid_records} valid ({s.fast_path} on the fast path, "
+        f"{s.superseded_in_batch} superseded in the batch), {s.quarantined} quarantined; submissions "
+        f"+{merged.submissions.inserted} ~{merged.submissions.updated}, answers +{merged.answers.inserted} "
+        f"~{merged.answers.updated} -{merged.answers.deleted}"
+    )
+    return parsed, merged
+
+
+def _batch_summary(key: str, parsed: ParsedBatch, merged: BatchMerge) -> dict:
+    return {
+        "batch_id": key,
+        **parsed.stats.as_dict(),
+        "submissions_inserted": merged.submissions.inserted,
+        "submissions_updated": merged.submissions.updated,
+        "answers_inserted": merged.answers.inserted,
+        "answers_updated": merged.answers.updated,
+        "answers_deleted": merged.answers.deleted,
+        "quarantine_inserted": merged.quarantine.inserted,
+        "merge_attempts": max(merged.submissions.attempts, merged.answers.attempts, merged.quarantine.attempts),
+    }
+
+
+def _table_metadata(lake: Lake, key: dg.AssetKey, version: int | None) -> dict:
+    contract, table = _CONTRACTS[key]
+    uri = lake.uri(table)
+    so = lake.storage_options()
+    columns = pl.scan_delta(uri, storage_options=so).collect_schema().names()
+    return {
+        "dagster/row_count": table_row_count(uri, so),
+        "dagster/column_schema": table_schema(contract, columns),
+        "dagster/uri": uri,
+        "dagster/table_name": table.replace("/", "."),
+        "delta_version": -1 if version is None else version,
+    }
+
+
+@dg.multi_asset(
+    name="silver_survey_stream",
+    specs=[_spec(SUBMISSIONS_KEY), _spec(ANSWERS_KEY), _spec(QUARANTINE_KEY)],
+    partitions_def=survey_batches,
+    # a range of batches is one run, merged batch by batch in sequence order
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    # one Delta writer at a time: concurrent commits to a table fail (and would be retried)
+    pool=SILVER_POOL,
+    description="Parse Bronze survey batches and merge them into the Silver Delta tables.",
+)
+def silver_survey_stream(context: dg.AssetExecutionContext, lake: LakeResource):
+    the_lake = lake.get_lake()
+    tables = SilverTables.in_lake(the_lake)
+    keys = sorted(context.partition_keys, key=batch_seq)
+    batches = [(key, *_process(context, the_lake, tables, key)) for key in keys]
+
+    def total(attr: str, field: str) -> int:
+        return sum(getattr(getattr(m, attr), field) for _, _, m in batches)
+
+    last = batches[-1][2]
+    summary = [_batch_summary(k, p, m) for k, p, m in batches]
+    single = len(batches) == 1
+    run_stats = {
+        "batches": len(batches),
+        "batch_ids": dg.MetadataValue.json(keys),
+        "records": sum(p.stats.records for _, p, _ in batches),
+        "valid_records": sum(p.stats.valid_records for _, p, _ in batches),
+        "quarantined_records": sum(p.stats.quarantined for _, p, _ in batches),
+        "per_batch": dg.MetadataValue.json(summary),
+    }
+
+    def partition_rows(frame_of) -> dict:
+        return {"dagster/partition_row_count": frame_of(batches[0][1]).height} if single else {}
+
+    yield dg.MaterializeResult(
+        asset_key=SUBMISSIONS_KEY,
+        metadata={
+            **_table_metadata(the_lake, SUBMISSIONS_KEY, last.submissions.version),
+            **partition_rows(lambda p: p.submissions),
+            **run_stats,
+            "inserted": total("submissions", "inserted"),
+            "updated": total("submissions", "updated"),
+            "superseded_in_batch": sum(p.stats.superseded_in_batch for _, p, _ in batches),
+            "fast_path_records": sum(p.stats.fast_path for _, p, _ in batches),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=ANSWERS_KEY,
+        metadata={
+            **_table_metadata(the_lake, ANSWERS_KEY, last.answers.version),
+            **partition_rows(lambda p: p.answers),
+            "batches": len(batches),
+            "inserted": total("answers", "inserted"),
+            "updated": total("answers", "updated"),
+            "deleted": total("answers", "deleted"),
+        },
+    )
+    by_reason = Counter()
+    for _, p, _ in batches:
+        by_reason.update(p.quarantine.get_column("reason_code").to_list())
+    table_by_reason = dict(
+        read_silver_table(the_lake, QUARANTINE_TABLE, SilverSurveyQuarantine)
+        .group_by("reason_code").len().sort("reason_code").iter_rows()
+    )
+    yield dg.MaterializeResult(
+        asset_key=QUARANTINE_KEY,
+        metadata={
+            **_table_metadata(the_lake, QUARANTINE_KEY, last.quarantine.version),
+            **partition_rows(lambda p: p.quarantine),
+            "batches": len(batches),
+            "inserted": total("quarantine", "inserted"),
+            "quarantined_by_reason": dg.MetadataValue.json({r: by_reason.get(r, 0) for r in QUARANTINE_REASONS}),
+            "table_by_reason": dg.MetadataValue.json({r: table_by_reason.get(r, 0) for r in QUARANTINE_REASONS}),
+            **{f"quarantined/{r}": by_reason.get(r, 0) for r in QUARANTINE_REASONS},
+        },
+    )
+
+
+def _reader(table: str, contract):
+    def read(lake: Lake) -> pl.DataFrame:
+        return read_silver_table(lake, table, contract)
+
+    return read
+
+
+@dg.asset_check(
+    asset=ANSWERS_KEY,
+    name=CHECK_ANSWERS_MATCH,
+    blocking=True,
+    additional_deps=[SUBMISSIONS_KEY],
+    required_resource_keys={"lake"},
+    description="The answers table holds exactly the answers of each submission's winning version: same "
+    "version coordinates, as many rows as answer_count, no answers of superseded versions.",
+)
+def answers_match_winning_versions(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    lake = context.resources.lake.get_lake()
+    bad = answers_inconsistencies(
+        read_silver_table(lake, SUBMISSIONS_TABLE, SilverSurveySubmissions),
+        read_silver_table(lake, ANSWERS_TABLE, SilverSurveyAnswers),
+    )
+    return dg.AssetCheckResult(
+        passed=bad.height == 0,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "inconsistent_submissions": bad.height,
+            "by_problem": dg.MetadataValue.json(dict(bad.group_by("problem").len().iter_rows())),
+            "sample": dg.MetadataValue.json(bad.head(10).with_columns(pl.col("event_time").cast(pl.String)).to_dicts()),
+        },
+    )
+
+
+SILVER_ASSETS = [silver_survey_stream]
+SILVER_CHECKS = [
+    *contract_checks(SUBMISSIONS_KEY, SilverSurveySubmissions, _reader(SUBMISSIONS_TABLE, SilverSurveySubmissions)),
+    *contract_checks(ANSWERS_KEY, SilverSurveyAnswers, _reader(ANSWERS_TABLE, SilverSurveyAnswers)),
+    *contract_checks(QUARANTINE_KEY, SilverSurveyQuarantine, _reader(QUARANTINE_TABLE, SilverSurveyQuarantine)),
+    answers_match_winning_versions,
+]
