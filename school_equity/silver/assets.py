@@ -12,9 +12,11 @@ import polars as pl
 
 from school_equity.bronze.store import batch_dir, read_batch
 from school_equity.contracts.checks import (
+    contract_check_name,
     contract_checks,
     empty_frame,
     table_schema,
+    unique_key_check_name,
     validate_or_raise,
 )
 from school_equity.contracts.stream import (
@@ -46,6 +48,12 @@ ANSWERS_KEY = dg.AssetKey(["silver", "survey_answers"])
 QUARANTINE_KEY = dg.AssetKey(["silver", "survey_quarantine"])
 SILVER_POOL = "silver_delta"
 CHECK_ANSWERS_MATCH = "answers_match_winning_versions"
+CHECK_SUBMISSIONS_CONTRACT = contract_check_name(SilverSurveySubmissions)  # contract_survey_submissions
+CHECK_SUBMISSIONS_KEY = unique_key_check_name(SilverSurveySubmissions)  # unique_key_survey_submissions
+CHECK_ANSWERS_CONTRACT = contract_check_name(SilverSurveyAnswers)
+CHECK_ANSWERS_KEY = unique_key_check_name(SilverSurveyAnswers)
+CHECK_QUARANTINE_CONTRACT = contract_check_name(SilverSurveyQuarantine)
+CHECK_QUARANTINE_KEY = unique_key_check_name(SilverSurveyQuarantine)
 
 _OWNERS = ["team:data-eng"]
 _KINDS = {"delta", "polars"}
