@@ -6,14 +6,15 @@ from datetime import timedelta
 import dagster as dg
 
 from school_equity.bronze.assets import BRONZE_EVENTS_KEY, bronze_survey_events, offset_ranges_complete
+from school_equity.gold.assets import dbt_resource, gold_models, gold_stream_models
 from school_equity.kafka.assets import survey_topic, topic_readable
 from school_equity.kafka.offsets import BatchingPolicy
 from school_equity.kafka.partitions import survey_batches
 from school_equity.kafka.sensor import build_survey_batch_sensor
-from school_equity.gold.assets import dbt_resource, gold_models, gold_stream_models
 from school_equity.resources import LakeResource
 from school_equity.resources.kafka import KafkaResource
 from school_equity.settings import Settings, load_settings
+from school_equity.silver.assets import SILVER_ASSETS, SILVER_CHECKS
 from school_equity.sources import (
     SOURCE_ASSETS,
     SOURCE_CHECKS,
@@ -88,9 +89,9 @@ def resources_for(settings: Settings) -> dict:
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
-    stream_assets = [bronze_survey_events, gold_stream_models]
+    stream_assets = [bronze_survey_events, *SILVER_ASSETS, gold_stream_models]
     all_assets = [survey_topic, *stream_assets, *SOURCE_ASSETS, gold_models]
-    checks = [topic_readable, offset_ranges_complete, *SOURCE_CHECKS]
+    checks = [topic_readable, offset_ranges_complete, *SILVER_CHECKS, *SOURCE_CHECKS]
 
     survey_batch_job = dg.define_asset_job(
         "survey_batch_job",

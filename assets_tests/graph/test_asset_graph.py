@@ -65,9 +65,13 @@ def test_topic_reaches_gold_and_graph_is_one_piece(graph):
                 frontier.append(child)
     assert any(k.path[0] == "gold" for k in seen), "no Gold asset is downstream of the Kafka topic"
     assert dg.AssetKey(["silver", "survey_submissions"]) in seen
-    # no orphans: every asset has a parent or a child
-    for key in _specs(defs):
+    # no orphans: every asset has a parent or a child. The one exception is a semantic-layer
+    # seed read only by dbt tests (the metric catalogue the marts' metrics_are_defined test
+    # checks against): a test is not a data dependency, so it shows as a root.
+    for key, spec in _specs(defs).items():
         node = asset_graph.get(key)
+        if "semantic" in spec.tags and spec.metadata.get("dagster-dbt/materialization_type") == "seed":
+            continue
         assert node.parent_keys or node.child_keys, f"{key.to_user_string()} is an orphan"
     del downstream
 
@@ -81,9 +85,12 @@ def test_stream_assets_share_batch_partitions(graph):
 
 def test_silver_checks_block_downstream(graph):
     _, asset_graph = graph
-    silver_checks = [ck for ck in asset_graph.asset_check_keys if ck.asset_key.path[0] == "silver"]
-    assert silver_checks
+    # every Silver table's contract and key checks block; a monitoring check (the SVI match
+    # rate, a WARN) may not
+    silver_checks = [ck for ck in asset_graph.asset_check_keys
+                     if ck.asset_key.path[0] == "silver" and ck.name.startswith(("contract_", "unique_key_"))]
+    silver_tables = {ck.asset_key for ck in asset_graph.asset_check_keys if ck.asset_key.path[0] == "silver"}
+    assert {ck.asset_key for ck in silver_checks if ck.name.startswith("contract_")} == silver_tables
     for ck in silver_checks:
-        assert asset_graph.get_checks_def(ck).check_specs_by_output_name  # resolvable
-        spec = next(s for s in asset_graph.get_checks_def(ck).check_specs if s.key == ck)
+        spec = asset_graph.get_check_spec(ck)
         assert spec.blocking, f"{ck.name} on {ck.asset_key.to_user_string()} is not blocking"

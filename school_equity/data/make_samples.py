@@ -56,7 +56,7 @@ def _subset(src: Path, dst: Path, columns, row_filter=None, encoding="utf-8") ->
             w = csv.writer(out, lineterminator="\r\n" if _crlf(src) else "\n")
             w.writerow([header[i] for i in keep])
             for rec in reader:
-                if row_filter and not row_filter(dict(zip(clean, rec))):
+                if row_filter and not row_filter(dict(zip(clean, rec, strict=False))):
                     continue
                 w.writerow([rec[i] for i in keep])
                 rows += 1
