@@ -91,7 +91,17 @@ def cmd_produce(args) -> int:
 # -- demo ----------------------------------------------------------------------------------
 
 def cmd_demo(args) -> int:
+    import warnings
+
     from school_equity.demo import run_demo
+
+    if not args.verbose:
+        # the summary is the demo's output; run logs stay in the instance (and with --verbose)
+        import dagster as dg
+
+        warnings.filterwarnings("ignore", category=dg.BetaWarning)
+        warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+        os.environ.setdefault("SCHOOL_EQUITY_RUN_LOG_LEVEL", "WARNING")
 
     return run_demo(args)
 
@@ -188,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the whole pipeline headless on the embedded defaults")
     add_produce_args(d)
     d.add_argument("--keep", action="store_true", help="keep the previous demo's lake and warehouse")
+    d.add_argument("--verbose", action="store_true", help="show Dagster's run logs and API-stability warnings")
     d.set_defaults(func=cmd_demo, events=100_000)
 
     v = sub.add_parser("dev", help="broker + producer + dagster dev")

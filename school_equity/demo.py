@@ -8,8 +8,10 @@ public batch sources and builds the equity marts, then prints a summary.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +29,31 @@ def _demo_env(home: Path, bootstrap: str) -> dict[str, str]:
         "SCHOOL_EQUITY_BATCH_MIN_RECORDS": "1",
         "SCHOOL_EQUITY_BATCH_MIN_INTERVAL_S": "0",
     }
+
+
+@contextlib.contextmanager
+def _run_output(path: Path, *, verbose: bool):
+    """Send run logs (Dagster's console logger, dbt's re-emitted output) to `path` so the
+    demo's own lines and summary stay readable; --verbose keeps them on the terminal.
+    Progress lines of the demo itself go to the real stdout via `_say`."""
+    if verbose:
+        yield
+        return
+    import logging
+
+    with open(path, "a", encoding="utf-8") as fh:
+        handler = logging.StreamHandler(fh)
+        root = logging.getLogger()
+        root.addHandler(handler)
+        try:
+            with contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+                yield
+        finally:
+            root.removeHandler(handler)
+
+
+def _say(*parts) -> None:
+    print(*parts, file=sys.__stdout__, flush=True)
 
 
 def run_demo(args) -> int:
@@ -56,19 +83,29 @@ def run_demo(args) -> int:
         print(f"produced {args.events} events to {settings.topic} at {broker.bootstrap} "
               f"in {timings['produce']:.1f}s")
 
-        defs = build_definitions(settings)
-        with dg.DagsterInstance.local_temp(tempdir=str(home / "dagster_home")) as instance:
-            t = time.perf_counter()
-            build_batch_sources(defs, instance)
-            timings["batch sources"] = time.perf_counter() - t
-            t = time.perf_counter()
-            run = drain_stream(defs, instance, settle_s=1.0)
-            timings["stream batches"] = time.perf_counter() - t
-            print(f"sensor: {run.ticks} ticks, {len(run.batches)} batch partition(s): "
-                  f"{', '.join(run.batches[:5])}{' ...' if len(run.batches) > 5 else ''}")
-            t = time.perf_counter()
-            build_unpartitioned_gold(defs, instance)
-            timings["gold marts"] = time.perf_counter() - t
+        run_log = home / "run.log"
+        try:
+            with _run_output(run_log, verbose=getattr(args, "verbose", False)):
+                defs = build_definitions(settings)
+                (home / "dagster_home").mkdir(parents=True, exist_ok=True)
+                with dg.DagsterInstance.local_temp(tempdir=str(home / "dagster_home")) as instance:
+                    _say(f"running the graph (run logs: {run_log})")
+                    t = time.perf_counter()
+                    build_batch_sources(defs, instance)
+                    timings["batch sources"] = time.perf_counter() - t
+                    t = time.perf_counter()
+                    run = drain_stream(defs, instance, settle_s=1.0)
+                    timings["stream batches"] = time.perf_counter() - t
+                    _say(f"sensor: {run.ticks} ticks, {len(run.batches)} batch partition(s): "
+                          f"{', '.join(run.batches[:5])}{' ...' if len(run.batches) > 5 else ''}")
+                    t = time.perf_counter()
+                    build_unpartitioned_gold(defs, instance)
+                    timings["gold marts"] = time.perf_counter() - t
+        except Exception:
+            if not getattr(args, "verbose", False):
+                tail = run_log.read_text(errors="replace").splitlines()[-40:]
+                print(f"the run failed; last lines of {run_log}:", *tail, sep="\n", file=sys.stderr)
+            raise
         print_summary(settings, report, timings)
     finally:
         stop_pid(broker.pid)

@@ -13,6 +13,17 @@ from school_equity.kafka.partitions import SURVEY_BATCHES
 from school_equity.kafka.sensor import SENSOR_NAME
 
 STREAM_JOB = "survey_batch_job"
+LOG_LEVEL_ENV = "SCHOOL_EQUITY_RUN_LOG_LEVEL"
+
+
+def run_log_config() -> dict:
+    """Run config setting the console log level of in-process runs from
+    SCHOOL_EQUITY_RUN_LOG_LEVEL (the demo sets WARNING so its summary is readable;
+    unset, Dagster's default DEBUG stream is kept)."""
+    import os
+
+    level = os.environ.get(LOG_LEVEL_ENV)
+    return {"loggers": {"console": {"config": {"log_level": level.upper()}}}} if level else {}
 
 
 @dataclass
@@ -39,6 +50,7 @@ def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None,
 
 def run_batch(defs: dg.Definitions, instance: dg.DagsterInstance, key: str, job: str = STREAM_JOB):
     result = defs.resolve_job_def(job).execute_in_process(partition_key=key, instance=instance,
+                                                          run_config=run_log_config(),
                                                           tags={"school_equity/trigger": "headless"})
     if not result.success:
         raise RuntimeError(f"batch {key}: run {result.run_id} failed")
@@ -83,7 +95,7 @@ def build_batch_sources(defs: dg.Definitions, instance: dg.DagsterInstance) -> d
 def build_unpartitioned_gold(defs: dg.Definitions, instance: dg.DagsterInstance):
     from school_equity.definitions import GOLD_MARTS_JOB
 
-    result = defs.resolve_job_def(GOLD_MARTS_JOB).execute_in_process(instance=instance)
+    result = defs.resolve_job_def(GOLD_MARTS_JOB).execute_in_process(instance=instance, run_config=run_log_config())
     if not result.success:
         raise RuntimeError(f"{GOLD_MARTS_JOB}: run {result.run_id} failed")
     return result

@@ -29,17 +29,31 @@ def silver_frame(lake: Lake, table: str) -> pl.DataFrame | None:
         return None
 
 
-def gold_query(settings: Settings, sql: str) -> pl.DataFrame | None:
+def gold_query(settings: Settings, sql: str, *, quiet: bool = False) -> pl.DataFrame | None:
+    """Run a query on the warehouse; a missing warehouse or table prints why and gives None."""
     try:
         con = duckdb.connect(settings.warehouse_path, read_only=True)
-    except Exception:
+    except duckdb.Error as e:
+        if not quiet:
+            print(f"  (warehouse {settings.warehouse_path} not readable: {e})")
         return None
     try:
         return con.sql(sql).pl()
-    except Exception:
+    except duckdb.Error as e:
+        if not quiet:
+            print(f"  (query failed: {str(e).splitlines()[0]})")
         return None
     finally:
         con.close()
+
+
+def print_table(df: pl.DataFrame) -> None:
+    """A compact fixed-width table (no dtype rows, no truncation) for the terminal."""
+    rows = [[("" if v is None else str(v)) for v in r] for r in df.iter_rows()]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(df.columns)]
+    print("   " + "  ".join(c.ljust(w) for c, w in zip(df.columns, widths, strict=True)))
+    for r in rows:
+        print("   " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
 
 
 def layer_counts(settings: Settings) -> dict[str, int]:
@@ -77,21 +91,36 @@ def print_summary(settings: Settings, report, timings: dict[str, float]) -> None
         sample = q.sort("kafka_offset").head(3)
         for r in sample.iter_rows(named=True):
             print(f"  e.g. p{r['kafka_partition']}@{r['kafka_offset']}: {r['reason_code']} ({r['reason_detail']})")
-    live = gold_query(settings, "select * from main.mart_live_response_daily order by submissions desc limit 5")
+    live = gold_query(settings, """
+        select dbn, respondent_type, response_date, submissions, round(avg_answer_score, 2) as avg_score,
+               cumulative_submissions as cumulative
+        from main.mart_live_response_daily
+        order by submissions desc, dbn, respondent_type, response_date limit 5""")
     if live is not None:
-        print("-- gold: mart_live_response_daily (top 5 school x respondent type x day)")
-        print(live)
+        print("-- gold: mart_live_response_daily (busiest school x respondent type x day)")
+        print_table(live)
+    flagged = gold_query(settings, """
+        select count(*) filter (where flag_high_vulnerability_low_response) as low_response,
+               count(*) filter (where flag_high_vulnerability_weak_climate) as weak_climate,
+               count(*) filter (where svi_bucket_order = (select max(bucket_order) from main.dim_svi_bucket))
+                   as highest_bucket,
+               count(*) filter (where svi_match_status <> 'matched') as no_svi,
+               count(*) as schools
+        from main.gold_school_equity""")
     equity = gold_query(settings, """
-        select dbn, survey_year, svi_bucket, svi_overall, parent_response_rate, student_response_rate
+        select dbn, left(school_name, 34) as school, borough, svi_bucket, round(svi_score, 3) as svi,
+               round(parent_response_rate, 2) as parent_rr, round(student_response_rate, 2) as student_rr
         from main.gold_school_equity
-        where flag_high_vulnerability_low_response
-        order by svi_overall desc nulls last, parent_response_rate asc nulls last
-        limit 8""")
-    if equity is not None:
-        n = gold_query(settings, "select count(*) as n from main.gold_school_equity "
-                                 "where flag_high_vulnerability_low_response")
-        print(f"-- equity: {int(n['n'][0]) if n is not None else '?'} schools in high-vulnerability tracts with low "
-              f"response; the most vulnerable:")
-        print(equity)
+        where svi_bucket_order = (select max(bucket_order) from main.dim_svi_bucket)
+          and parent_response_rate is not null
+        order by parent_response_rate, svi_score desc, dbn
+        limit 5""")
+    if flagged is not None and equity is not None:
+        f = flagged.row(0, named=True)
+        print(f"-- equity: of {f['schools']:,} surveyed schools, {f['highest_bucket']:,} sit in the highest SVI "
+              f"bucket; {f['low_response']:,} are flagged high vulnerability + low parent response, "
+              f"{f['weak_climate']:,} high vulnerability + weak climate; {f['no_svi']:,} have no tract SVI")
+        print("   highest-vulnerability bucket, lowest parent response:")
+        print_table(equity)
     if timings:
         print("-- wall time by step: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))

@@ -62,6 +62,8 @@ def materialize_shipped_vintages(instance: dg.DagsterInstance, resources: dict) 
     """Land and build every shipped vintage in process, in dependency order (for the
     headless demo). ``resources`` needs ``lake`` and may carry ``public_sources``.
     Returns {silver table/vintage: row count}; raises if a run or a blocking check fails."""
+    from school_equity.pipeline import run_log_config
+
     add_shipped_vintages(instance)
     resources = {SOURCE_RESOURCE_KEY: PublicSourcesResource(), **resources}
     rows = {}
@@ -72,6 +74,7 @@ def materialize_shipped_vintages(instance: dg.DagsterInstance, resources: dict) 
                 partition_key=key,
                 instance=instance,
                 resources=resources,
+                run_config=run_log_config(),
             )
             failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
             if not result.success or failed:
