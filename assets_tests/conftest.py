@@ -10,6 +10,12 @@ import pytest
 
 from school_equity.kafka.broker import start_broker, stop_pid
 
+# fakesnow's server function must be captured before any test imports its module.
+try:
+    from . import fakesnow_server  # noqa: F401
+except ImportError:  # pragma: no cover - fakesnow is in the lock; tests that need it skip
+    pass
+
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):

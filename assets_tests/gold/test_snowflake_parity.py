@@ -35,6 +35,8 @@ from school_equity.gold.assets import dbt_executable
 from school_equity.settings import DBT_PROJECT_DIR
 
 fakesnow = pytest.importorskip("fakesnow")
+from ..fakesnow_server import start_server  # noqa: E402
+
 snowflake_connector = pytest.importorskip("snowflake.connector")
 
 pytestmark = [
@@ -48,7 +50,9 @@ DBT_TIMEOUT_S = 240
 S1 = Submission("s1", "01M015", "parent", at(0), {"P01": 3, "P02": 4}, offset=0, batch_seq=1)
 S2 = Submission("s2", "01M015", "parent", at(12), {"P01": 1, "P02": 2}, offset=1, batch_seq=1)
 S3 = Submission("s3", "02M001", "student", at(30), {"S01": 4}, offset=2, batch_seq=1)
-S2_V2 = revise(S2, event_time=at(13), answers={"P01": 4}, offset=10, batch_seq=2, language="es", schema_version=2)
+S2_V2 = revise(
+    S2, event_time=at(13), answers={"P01": 4}, offset=10, batch_seq=2, language="es", schema_version=2
+)
 
 
 def _sf_type(dtype: pl.DataType) -> str:
@@ -88,22 +92,35 @@ def _create(cur, table: str, df: pl.DataFrame) -> None:
 def _dbt(port: int, tmp_path, *args: str) -> str:
     # Own target and log paths: the project's target/manifest.json is the DuckDB manifest
     # Dagster loads, and must not be replaced by a Snowflake one.
-    cmd = [dbt_executable(), *args, "--target", "snowflake_fake", "--profiles-dir", str(DBT_PROJECT_DIR),
-           "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")]
+    cmd = [
+        dbt_executable(),
+        *args,
+        "--target",
+        "snowflake_fake",
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(tmp_path / "target"),
+        "--log-path",
+        str(tmp_path / "logs"),
+    ]
     env = dict(os.environ, FAKESNOW_PORT=str(port), DBT_SEND_ANONYMOUS_USAGE_STATS="false")
     try:
-        proc = subprocess.run(cmd, cwd=DBT_PROJECT_DIR, env=env, capture_output=True, text=True,
-                              timeout=DBT_TIMEOUT_S)
+        proc = subprocess.run(
+            cmd, cwd=DBT_PROJECT_DIR, env=env, capture_output=True, text=True, timeout=DBT_TIMEOUT_S
+        )
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        pytest.fail(f"dbt on fakesnow did not finish in {DBT_TIMEOUT_S} s (connector retrying?):\n{out[-4000:]}")
+        pytest.fail(
+            f"dbt on fakesnow did not finish in {DBT_TIMEOUT_S} s (connector retrying?):\n{out[-4000:]}"
+        )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     return proc.stdout
 
 
 @pytest.fixture
 def snowflake(tmp_path):
-    with fakesnow.server() as conn_kwargs:
+    with start_server() as conn_kwargs:
         con = snowflake_connector.connect(**conn_kwargs)
         try:
             yield conn_kwargs["port"], con.cursor()
@@ -121,7 +138,9 @@ def test_stream_models_build_incrementally_on_snowflake(snowflake, tmp_path):
     _create(cur, "SURVEY_QUARANTINE", quarantine_frame([Quarantined(3, "invalid_json", batch_seq=1)]))
 
     _dbt(port, tmp_path, "build", "--select", "tag:stream")
-    cur.execute(f"select submission_id, batch_seq, language from {DATABASE}.GOLD.FCT_SURVEY_RESPONSE order by 1")
+    cur.execute(
+        f"select submission_id, batch_seq, language from {DATABASE}.GOLD.FCT_SURVEY_RESPONSE order by 1"
+    )
     assert cur.fetchall() == [("s1", 1, None), ("s2", 1, None), ("s3", 1, None)]
     cur.execute(f"select count(*) from {DATABASE}.GOLD.FCT_SURVEY_ANSWER")
     assert cur.fetchall() == [(5,)]
@@ -133,16 +152,31 @@ def test_stream_models_build_incrementally_on_snowflake(snowflake, tmp_path):
     _insert(cur, "SURVEY_SUBMISSIONS", submissions_frame([S2_V2]))
     _insert(cur, "SURVEY_ANSWERS", answers_frame([S2_V2]))
 
-    _dbt(port, tmp_path, "build", "--select", "tag:stream",
-         "--vars", '{"min_batch_seq": 2, "max_batch_seq_exclusive": 3}')
-    cur.execute(f"select submission_id, batch_seq, language from {DATABASE}.GOLD.FCT_SURVEY_RESPONSE order by 1")
+    _dbt(
+        port,
+        tmp_path,
+        "build",
+        "--select",
+        "tag:stream",
+        "--vars",
+        '{"min_batch_seq": 2, "max_batch_seq_exclusive": 3}',
+    )
+    cur.execute(
+        f"select submission_id, batch_seq, language from {DATABASE}.GOLD.FCT_SURVEY_RESPONSE order by 1"
+    )
     assert cur.fetchall() == [("s1", 1, None), ("s2", 2, "es"), ("s3", 1, None)]
-    cur.execute(f"select submission_id, question_id, answer_value from {DATABASE}.GOLD.FCT_SURVEY_ANSWER"
-                " where submission_id = 's2'")
+    cur.execute(
+        f"select submission_id, question_id, answer_value from {DATABASE}.GOLD.FCT_SURVEY_ANSWER"
+        " where submission_id = 's2'"
+    )
     assert cur.fetchall() == [("s2", "P01", 4)]
-    cur.execute(f"select sum(submissions), sum(answers), max(cumulative_submissions)"
-                f" from {DATABASE}.GOLD.MART_LIVE_RESPONSE_DAILY where dbn = '01M015'")
+    cur.execute(
+        f"select sum(submissions), sum(answers), max(cumulative_submissions)"
+        f" from {DATABASE}.GOLD.MART_LIVE_RESPONSE_DAILY where dbn = '01M015'"
+    )
     assert cur.fetchall() == [(2, 3, 2)]
-    cur.execute(f"select response_date, avg_answer_score from {DATABASE}.GOLD.MART_LIVE_RESPONSE_DAILY"
-                " where dbn = '01M015' order by 1")
+    cur.execute(
+        f"select response_date, avg_answer_score from {DATABASE}.GOLD.MART_LIVE_RESPONSE_DAILY"
+        " where dbn = '01M015' order by 1"
+    )
     assert cur.fetchall() == [(dt.date(2026, 3, 2), 3.5), (dt.date(2026, 3, 3), 4.0)]
