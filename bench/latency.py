@@ -76,7 +76,9 @@ def _batch_timestamps(lake_root: str, batch_id: str) -> list[float]:
     return (ts.dt.epoch("ms") / 1000).to_list()
 
 
-def run(batches: int, log=print) -> Section:
+def run(
+    batches: int, log=print, module: str = "school_equity.definitions", extra_env: dict | None = None
+) -> Section:
     from assets_tests.dagster_dev.harness import start_dagster_dev
     from bench.common import running_broker
     from school_equity.kafka.offsets import BatchManifest
@@ -88,16 +90,21 @@ def run(batches: int, log=print) -> Section:
     with scratch_dir("latency") as tmp, running_broker(tmp) as broker:
         lake_root = str(tmp / "lake")
         env = {
-            "SCHOOL_EQUITY_ENV": "local", "SCHOOL_EQUITY_HOME": str(tmp / "home"), "SCHOOL_EQUITY_LAKE": lake_root,
+            "SCHOOL_EQUITY_ENV": "local",
+            "SCHOOL_EQUITY_HOME": str(tmp / "home"),
+            "SCHOOL_EQUITY_LAKE": lake_root,
             "SCHOOL_EQUITY_WAREHOUSE": str(tmp / "warehouse" / "warehouse.duckdb"),
-            "SCHOOL_EQUITY_KAFKA": broker.bootstrap, "SCHOOL_EQUITY_TOPIC": topic,
-            "SCHOOL_EQUITY_CONSUMER_GROUP": "bench.latency.bronze", **LATENCY_ENV,
+            "SCHOOL_EQUITY_KAFKA": broker.bootstrap,
+            "SCHOOL_EQUITY_TOPIC": topic,
+            "SCHOOL_EQUITY_CONSUMER_GROUP": "bench.latency.bronze",
+            **LATENCY_ENV,
+            **(extra_env or {}),
         }
         Path(lake_root).mkdir(parents=True)
         ensure_topic(broker.bootstrap, topic, 3)
         log("  starting dagster dev")
         t_dev = time.perf_counter()
-        with start_dagster_dev("school_equity.definitions", home=tmp / "dagster_home", env=env) as dev:
+        with start_dagster_dev(module, home=tmp / "dagster_home", env=env) as dev:
             ready_s = time.perf_counter() - t_dev
             gql = dev.client
             assets = _stream_assets(gql)
@@ -109,21 +116,32 @@ def run(batches: int, log=print) -> Section:
 
             def producer() -> None:
                 try:
-                    produced["report"] = produce(broker.bootstrap, topic, 10_000_000, seed=21,
-                                                 rate_per_s=RATE_PER_S, stop_event=stop, create_topic=False)
+                    produced["report"] = produce(
+                        broker.bootstrap,
+                        topic,
+                        10_000_000,
+                        seed=21,
+                        rate_per_s=RATE_PER_S,
+                        stop_event=stop,
+                        create_topic=False,
+                    )
                 except Exception as e:  # reported below; the wait loop notices no progress
                     produced["error"] = e
 
             thread = threading.Thread(target=producer, daemon=True)
             thread.start()
             gql.start_sensor(SENSOR)
-            log(f"  dagster dev ready in {ready_s:.0f}s; sensor on, producing {RATE_PER_S} events/s; "
-                f"waiting for {batches + WARMUP_BATCHES} batches in Gold")
+            log(
+                f"  dagster dev ready in {ready_s:.0f}s; sensor on, producing {RATE_PER_S} events/s; "
+                f"waiting for {batches + WARMUP_BATCHES} batches in Gold"
+            )
             deadline = time.monotonic() + 60 + (batches + WARMUP_BATCHES) * 45
             done_parts: list[str] = []
             while time.monotonic() < deadline:
                 mats = _first_materializations(gql, gold)
-                done_parts = sorted(p for p in gql.partition_keys(gold[0]) if _done(mats, gold, p) is not None)
+                done_parts = sorted(
+                    p for p in gql.partition_keys(gold[0]) if _done(mats, gold, p) is not None
+                )
                 if len(done_parts) >= batches + WARMUP_BATCHES or "error" in produced:
                     break
                 time.sleep(3)
@@ -139,6 +157,26 @@ def run(batches: int, log=print) -> Section:
                     info = gql.run(r["runId"])
                     run_times[part] = (info.get("startTime"), info.get("endTime"), info["status"])
             failed = {p: t[2] for p, t in run_times.items() if t[2] in ("FAILURE", "CANCELED")}
+            diagnosis = ""
+            if len(done_parts) < batches + WARMUP_BATCHES:
+                ticks = gql.sensor_ticks(SENSOR, limit=5)
+                statuses: dict[str, int] = {}
+                for r in runs.values():
+                    statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+                errors = [
+                    gql.run_failure_messages(r["runId"])[:2]
+                    for r in runs.values()
+                    if r["status"] == "FAILURE"
+                ][:2]
+                diagnosis = (
+                    f"Runs by status: {statuses}; last sensor ticks: "
+                    + "; ".join(
+                        f"{t['status']} {t.get('skipReason') or ''} {(t.get('error') or {}).get('message', '')[:300]}"
+                        for t in ticks
+                    )
+                    + (f"; failures: {errors}" if errors else "")
+                    + f"; dagster dev log tail: {dev.log_tail(15)[-1500:]}"
+                )
         if "error" in produced:
             raise RuntimeError(f"producer failed: {produced['error']}")
 
@@ -147,30 +185,56 @@ def run(batches: int, log=print) -> Section:
         for part in measured:
             ts = _batch_timestamps(lake_root, part)
             manifest = BatchManifest.from_json(
-                Path(lake_root, "_manifests", "survey_batches", f"{part}.json").read_text())
-            rows.append({
-                "batch": part, "records": len(ts), "ts": ts,
-                "cut": datetime.fromisoformat(manifest.created_at).timestamp(),
-                "run_start": (run_times.get(part) or (None,))[0],
-                "bronze": _done(mats, assets.get("bronze", []), part),
-                "silver": _done(mats, silver, part), "gold": _done(mats, gold, part),
-            })
+                Path(lake_root, "_manifests", "survey_batches", f"{part}.json").read_text()
+            )
+            rows.append(
+                {
+                    "batch": part,
+                    "records": len(ts),
+                    "ts": ts,
+                    "cut": datetime.fromisoformat(manifest.created_at).timestamp(),
+                    "run_start": (run_times.get(part) or (None,))[0],
+                    "bronze": _done(mats, assets.get("bronze", []), part),
+                    "silver": _done(mats, silver, part),
+                    "gold": _done(mats, gold, part),
+                }
+            )
 
     m = "3. Latency"
     silver_lat = [r["silver"] - t for r in rows for t in r["ts"]]
     gold_lat = [r["gold"] - t for r in rows for t in r["ts"]]
     wait_lat = [r["cut"] - t for r in rows for t in r["ts"]]
     if len(rows) < batches:
-        sec.notes.append(f"Only {len(rows)} batches reached Gold in time (wanted {batches}).")
+        sec.notes.append(f"Only {len(rows)} batches reached Gold in time (wanted {batches}). {diagnosis}")
     w50 = median(wait_lat)
     sec.figures += [
-        Figure(m, "event -> Silver p50", median(silver_lat), "s", f"send -> batch cut p50 {w50:.1f} s",
-               median(silver_lat) / w50 if w50 else None),
+        Figure(
+            m,
+            "event -> Silver p50",
+            median(silver_lat),
+            "s",
+            f"send -> batch cut p50 {w50:.1f} s",
+            median(silver_lat) / w50 if w50 else None,
+        ),
         Figure(m, "event -> Silver p95", percentile(silver_lat, 95), "s"),
-        Figure(m, "event -> Gold p50", median(gold_lat), "s", f"send -> batch cut p50 {w50:.1f} s",
-               median(gold_lat) / w50 if w50 else None),
-        Figure(m, "event -> Gold p95", percentile(gold_lat, 95), "s", None, None, "<= 60 s",
-               percentile(gold_lat, 95) <= 60 and len(rows) >= batches),
+        Figure(
+            m,
+            "event -> Gold p50",
+            median(gold_lat),
+            "s",
+            f"send -> batch cut p50 {w50:.1f} s",
+            median(gold_lat) / w50 if w50 else None,
+        ),
+        Figure(
+            m,
+            "event -> Gold p95",
+            percentile(gold_lat, 95),
+            "s",
+            None,
+            None,
+            "<= 60 s",
+            percentile(gold_lat, 95) <= 60 and len(rows) >= batches,
+        ),
     ]
 
     def stage(a: str, b: str) -> float:
@@ -183,16 +247,20 @@ def run(batches: int, log=print) -> Section:
         f"{len(rows)} batches measured ({sum(r['records'] for r in rows):,} events) after {WARMUP_BATCHES} "
         f"warm-up batches; producer at {RATE_PER_S} events/s; batching: "
         + ", ".join(f"{k}={v}" for k, v in LATENCY_ENV.items())
-        + f"; dagster dev ready in {ready_s:.0f}s; failed runs: {failed or 'none'}.")
+        + f"; dagster dev ready in {ready_s:.0f}s; failed runs: {failed or 'none'}."
+    )
     sec.notes.append(
         "Per batch, medians (s): oldest record -> batch cut "
         f"{stage('oldest', 'cut'):.1f}; cut -> run start {stage('cut', 'run_start'):.1f}; run start -> Bronze "
         f"{stage('run_start', 'bronze'):.1f}; Bronze -> Silver {stage('bronze', 'silver'):.1f}; Silver -> Gold "
         f"{stage('silver', 'gold'):.1f}. Per-batch worst event -> Gold: p50 "
         f"{median([r['gold'] - r['oldest'] for r in rows]):.1f}, p95 "
-        f"{percentile([r['gold'] - r['oldest'] for r in rows], 95):.1f}.")
-    sec.notes.append("Batches (records, event -> Gold of their oldest record, s): " + ", ".join(
-        f"{r['batch']} {r['records']} {r['gold'] - r['oldest']:.0f}" for r in rows))
+        f"{percentile([r['gold'] - r['oldest'] for r in rows], 95):.1f}."
+    )
+    sec.notes.append(
+        "Batches (records, event -> Gold of their oldest record, s): "
+        + ", ".join(f"{r['batch']} {r['records']} {r['gold'] - r['oldest']:.0f}" for r in rows)
+    )
     sec.raw = {"batches": [{k: v for k, v in r.items() if k != "ts"} for r in rows]}
     sec.elapsed_s = time.perf_counter() - started
     return sec

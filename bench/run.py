@@ -37,36 +37,57 @@ PARTIAL_RESULTS = PROJECT_DIR / "bench" / "out" / "RESULTS.md"
 def _run_one(name: str, args: argparse.Namespace, log) -> Section:
     if name == "kafka_bronze":
         from bench.kafka_bronze import run
+
         return run(args.events, args.reps, log=log)
     if name == "silver_merge":
         from bench.silver_merge import run
-        return run(args.events, args.reps, spark=not args.no_spark, log=log)
+
+        return run(args.events, args.reps, spark=not args.no_spark, spark_reps=args.spark_reps, log=log)
     if name == "latency":
         from bench.latency import run
+
         return run(args.batches, log=log)
     if name == "load":
         from bench.load_tick import run_load
+
         return run_load(args.load_reps, log=log)
     if name == "tick":
         from bench.load_tick import run_tick
+
         return run_tick(args.tick_reps, log=log)
     if name == "memory":
         from bench.memory import run
+
         return run(args.events, log=log)
     raise ValueError(name)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--events", type=int, default=DEFAULT_EVENTS,
-                   help=f"events for throughput and memory (default {DEFAULT_EVENTS:,}; smaller for a quick run)")
-    p.add_argument("--only", action="append", choices=BENCHMARKS, metavar="NAME",
-                   help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
+    p.add_argument(
+        "--events",
+        type=int,
+        default=DEFAULT_EVENTS,
+        help=f"events for throughput and memory (default {DEFAULT_EVENTS:,}; smaller for a quick run)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=BENCHMARKS,
+        metavar="NAME",
+        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}",
+    )
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions of the throughput benchmarks")
     p.add_argument("--load-reps", type=int, default=5, help="fresh interpreters per load case")
     p.add_argument("--tick-reps", type=int, default=20, help="ticks per sensor case")
     p.add_argument("--batches", type=int, default=24, help="batches timed under dagster dev (>= 20)")
     p.add_argument("--no-spark", action="store_true", help="skip the local Spark baseline of the merge")
+    p.add_argument(
+        "--spark-reps",
+        type=int,
+        default=1,
+        help="runs of the Spark baseline (default 1: ~5 min each at 1M events on 2 cores)",
+    )
     p.add_argument("--output", type=Path, help="where to write the results (default: see above)")
     return p.parse_args(argv)
 
@@ -83,9 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     started = time.perf_counter()
-    meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine_info(),
-            "versions": package_versions(), "revision": git_revision(), "command": command.strip(),
-            "load_before": load_average()}
+    meta = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(),
+        "versions": package_versions(),
+        "revision": git_revision(),
+        "command": command.strip(),
+        "load_before": load_average(),
+    }
     sections: list[Section] = []
     for name in selected:
         log(f"[{name}]")
@@ -93,12 +119,17 @@ def main(argv: list[str] | None = None) -> int:
         try:
             sec = _run_one(name, args, log)
         except Exception as e:
-            sec = Section(name, notes=[f"FAILED: {type(e).__name__}: {e}\n\n```\n{traceback.format_exc()[-3000:]}```"])
+            sec = Section(
+                name, notes=[f"FAILED: {type(e).__name__}: {e}\n\n```\n{traceback.format_exc()[-3000:]}```"]
+            )
             log(traceback.format_exc())
         sec.elapsed_s = sec.elapsed_s or time.perf_counter() - t
         for f in sec.figures:
-            log(f"  {f.name}: {fmt_num(f.value)} {f.unit}" + (f" = {f.ratio:.2f}x {f.baseline}" if f.ratio else "")
-                + (f" [target {f.target}: {'met' if f.passed else 'MISSED'}]" if f.target else ""))
+            log(
+                f"  {f.name}: {fmt_num(f.value)} {f.unit}"
+                + (f" = {f.ratio:.2f}x {f.baseline}" if f.ratio else "")
+                + (f" [target {f.target}: {'met' if f.passed else 'MISSED'}]" if f.target else "")
+            )
         log(f"  ({sec.elapsed_s:.0f}s)")
         sections.append(sec)
     meta["load_after"] = load_average()
@@ -107,9 +138,25 @@ def main(argv: list[str] | None = None) -> int:
     output.write_text(render(meta, sections, partial=not full))
     raw = output.with_suffix(".json") if output != FULL_RESULTS else PARTIAL_RESULTS.with_name("results.json")
     raw.parent.mkdir(parents=True, exist_ok=True)
-    raw.write_text(json.dumps({"meta": meta, "sections": [
-        {"title": s.title, "figures": [f.__dict__ for f in s.figures], "notes": s.notes, "raw": s.raw,
-         "elapsed_s": s.elapsed_s} for s in sections]}, indent=1, default=str))
+    raw.write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "sections": [
+                    {
+                        "title": s.title,
+                        "figures": [f.__dict__ for f in s.figures],
+                        "notes": s.notes,
+                        "raw": s.raw,
+                        "elapsed_s": s.elapsed_s,
+                    }
+                    for s in sections
+                ],
+            },
+            indent=1,
+            default=str,
+        )
+    )
     log(f"wrote {output} (and raw figures to {raw}) in {meta['elapsed_s'] / 60:.1f} min")
     failed = [s.title for s in sections if not s.figures]
     return 1 if failed else 0
@@ -133,8 +180,10 @@ def render(meta: dict, sections: list[Section], partial: bool = False) -> str:
         f"- Command: `{meta['command']}`",
         f"- Machine: {m['cores']} cores, {m['memory_gib']} GiB memory, {m['cpu_model']}; {m['os']}; "
         f"Python {m['python']}",
-        "- Load average (1/5/15 min) before: " + "/".join(f"{x:.1f}" for x in meta["load_before"])
-        + ", after: " + "/".join(f"{x:.1f}" for x in meta["load_after"])
+        "- Load average (1/5/15 min) before: "
+        + "/".join(f"{x:.1f}" for x in meta["load_before"])
+        + ", after: "
+        + "/".join(f"{x:.1f}" for x in meta["load_after"])
         + " (a shared machine: only the ratios within one run are comparable)",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         "",
@@ -154,7 +203,8 @@ def render(meta: dict, sections: list[Section], partial: bool = False) -> str:
             note = f" ({f.note})" if f.note else ""
             lines.append(
                 f"| {f.measure} | {f.name}{note} | {fmt_num(f.value)} {f.unit} | {f.baseline or ''} | "
-                f"{'' if f.ratio is None else f'{f.ratio:.2f}x'} | {f.target or ''} | {_verdict(f)} |")
+                f"{'' if f.ratio is None else f'{f.ratio:.2f}x'} | {f.target or ''} | {_verdict(f)} |"
+            )
     for s in sections:
         lines += ["", f"## {s.title}", "", f"_{s.elapsed_s:.0f} s._", ""]
         for n in s.notes:

@@ -13,8 +13,12 @@ from school_equity.lake import Lake
 pytestmark = [pytest.mark.dagster_dev, pytest.mark.e2e]
 
 SENSOR = "survey_batch_sensor"
-STREAM_ASSETS = [["bronze", "survey_events"], ["silver", "survey_submissions"], ["silver", "survey_answers"],
-                 ["silver", "survey_quarantine"]]
+STREAM_ASSETS = [
+    ["bronze", "survey_events"],
+    ["silver", "survey_submissions"],
+    ["silver", "survey_answers"],
+    ["silver", "survey_quarantine"],
+]
 
 
 def _silver(lake: Lake) -> pl.DataFrame:
@@ -22,8 +26,12 @@ def _silver(lake: Lake) -> pl.DataFrame:
 
 
 def test_sensor_runs_and_backfill_through_dagster_dev(dagster_dev_factory, stream_env, broker, topic_name):
-    env = {**stream_env, "SCHOOL_EQUITY_BATCH_MIN_RECORDS": "1", "SCHOOL_EQUITY_BATCH_MIN_INTERVAL_S": "0",
-           "SCHOOL_EQUITY_SENSOR_INTERVAL_S": "1"}
+    env = {
+        **stream_env,
+        "SCHOOL_EQUITY_BATCH_MIN_RECORDS": "1",
+        "SCHOOL_EQUITY_BATCH_MIN_INTERVAL_S": "0",
+        "SCHOOL_EQUITY_SENSOR_INTERVAL_S": "1",
+    }
     report = produce(broker.bootstrap, topic_name, 1500, seed=7, partitions=2)
     dev = dagster_dev_factory("school_equity.definitions", env=env)
     gql = dev.client
