@@ -7,6 +7,7 @@ import json
 import time
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from kafka import TopicPartition
@@ -180,3 +181,38 @@ def test_lost_cursor_is_rebuilt_from_the_lake(stream, broker, topic_name):
     data = tick(defs, instance, None)  # Dagster's cursor is gone; the manifests are not
     m = read_manifest(lake, data.run_requests[0].partition_key)
     assert m.seq == 1 and m.records == 20
+
+
+def test_bronze_contract_check_passes_and_a_corrupt_file_blocks_silver(stream, broker, topic_name):
+    defs, instance, lake = stream
+    produce_raw(broker.bootstrap, topic_name, _records(400))
+    ran, _ = drain(defs, instance)
+    job = defs.resolve_job_def("survey_batch_job")
+    result = job.execute_in_process(partition_key=ran[0], instance=instance)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()
+              if e.asset_key == dg.AssetKey(["bronze", "survey_events"])}
+    assert checks["contract_survey_events"].passed and checks["unique_key_survey_events"].passed
+    assert checks["contract_survey_events"].metadata["rows_checked"].value == read_batch(lake, ran[0]).height
+
+    # a landed file that went bad (a record written twice, a batch id that is not this batch's):
+    # Bronze never rewrites it, its contract check fails and names the batch, and Silver does not run
+    silver_key = dg.AssetKey(["silver", "survey_submissions"])
+    silver_before = instance.get_latest_materialization_event(silver_key).run_id
+    path = next(f for f in lake.list(f"bronze/survey_events/batch={ran[0]}") if f.endswith(".parquet"))
+    table = pq.read_table(io.BytesIO(lake.read_bytes(path)))
+    bad = pa.concat_tables([table, table.slice(0, 1)])
+    bad = bad.set_column(bad.schema.get_field_index("batch_id"), "batch_id",
+                         pa.array(["not-a-batch"] * bad.num_rows, pa.string()))
+    buf = io.BytesIO()
+    pq.write_table(bad, buf)
+    lake.write_bytes_atomic(path, buf.getvalue())
+    result = job.execute_in_process(partition_key=ran[0], instance=instance, raise_on_error=False)
+    assert not result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()
+              if e.asset_key == dg.AssetKey(["bronze", "survey_events"])}
+    contract, unique = checks["contract_survey_events"], checks["unique_key_survey_events"]
+    assert not contract.passed and not unique.passed
+    assert contract.metadata["batch"].value == ran[0]
+    assert "batch_id" in contract.description and ran[0] in contract.description
+    assert unique.metadata["duplicate_keys"].value == 1
+    assert instance.get_latest_materialization_event(silver_key).run_id == silver_before
