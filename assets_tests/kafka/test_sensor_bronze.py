@@ -216,3 +216,29 @@ def test_bronze_contract_check_passes_and_a_corrupt_file_blocks_silver(stream, b
     assert "batch_id" in contract.description and ran[0] in contract.description
     assert unique.metadata["duplicate_keys"].value == 1
     assert instance.get_latest_materialization_event(silver_key).run_id == silver_before
+
+
+def test_backpressure_holds_batches_while_runs_are_in_flight(stream, broker, topic_name):
+    defs, instance, lake = stream
+    produce_raw(broker.bootstrap, topic_name, _records(300))
+    first = tick(defs, instance, None)
+    assert len(first.run_requests) == 1
+    # two runs of this topic's batches still queued or running (the default limit is 2)
+    job = defs.resolve_job_def("survey_batch_job")
+    busy = [instance.create_run_for_job(job, status=status, tags={"school_equity/topic": topic_name})
+            for status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING)]
+    # a run of another topic does not count
+    instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED, tags={"school_equity/topic": "other"})
+    produce_raw(broker.bootstrap, topic_name, _records(200, start=300))
+    held = tick(defs, instance, first.cursor)
+    assert not held.run_requests and not held.dynamic_partitions_requests
+    assert "backpressure" in held.skip_message and "200 waiting record(s)" in held.skip_message
+    produce_raw(broker.bootstrap, topic_name, _records(100, start=500))
+    instance.report_run_failed(busy[0])
+    # one slot free: everything that waited goes into one batch, nothing lost or repeated
+    data = tick(defs, instance, held.cursor)
+    assert len(data.run_requests) == 1
+    m1, m2 = read_manifest(lake, first.run_requests[0].partition_key), read_manifest(lake, data.run_requests[0].partition_key)
+    assert m2.records == 300
+    prev = {r.partition: r.end for r in m1.ranges}
+    assert all(r.start == prev.get(r.partition, 0) for r in m2.ranges)
