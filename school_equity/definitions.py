@@ -61,6 +61,7 @@ def batching_policy_from_env() -> BatchingPolicy:
         min_interval_s=num("SCHOOL_EQUITY_BATCH_MIN_INTERVAL_S", d.min_interval_s),
         max_wait_s=num("SCHOOL_EQUITY_BATCH_MAX_WAIT_S", d.max_wait_s),
         max_records=int(num("SCHOOL_EQUITY_BATCH_MAX_RECORDS", d.max_records)),
+        max_runs_in_flight=int(num("SCHOOL_EQUITY_MAX_RUNS_IN_FLIGHT", d.max_runs_in_flight)),
     )
 
 

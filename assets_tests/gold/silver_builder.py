@@ -174,14 +174,21 @@ def quarantine_frame(records: list[Quarantined]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=QUARANTINE_SCHEMA)
 
 
-def write_batch(lake_root: str, batch: Batch, *, drop_language: bool = False) -> None:
+def write_batch(
+    lake_root: str, batch: Batch, *, drop_language: bool = False, tables: tuple[str, ...] = ("submissions", "answers")
+) -> None:
     """Merge one batch into the three Silver tables the way Silver does: submissions by
     submission_id, answers by replacing each merged submission's whole answer set,
-    quarantine insert-only by Kafka coordinates."""
-    subs = submissions_frame(batch.submissions)
-    if drop_language:  # a table written before the first schema-version-2 event
-        subs = subs.drop("language")
-    _merge(f"{lake_root}/silver/survey_submissions", subs, ["submission_id"])
+    quarantine insert-only by Kafka coordinates. ``tables=("submissions",)`` stops after
+    the first commit, the state a reader sees in the middle of a Silver step;
+    ``tables=("answers",)`` then finishes it."""
+    if "submissions" in tables:
+        subs = submissions_frame(batch.submissions)
+        if drop_language:  # a table written before the first schema-version-2 event
+            subs = subs.drop("language")
+        _merge(f"{lake_root}/silver/survey_submissions", subs, ["submission_id"])
+    if "answers" not in tables:
+        return
 
     answers_path = f"{lake_root}/silver/survey_answers"
     ids = [s.submission_id for s in batch.submissions]

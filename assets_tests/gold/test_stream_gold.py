@@ -154,3 +154,37 @@ def test_stream_gold_batches_backfill_and_checks(gold_settings, instance):
     assert answers[("s3", "S01")]["answer_value"] == 1  # b4 reached Gold through a fresh source copy
     assert len(responses) == silver_count(lake, "survey_submissions")
     assert len(answers) == silver_count(lake, "survey_answers")
+
+
+def test_gold_between_two_commits_of_a_silver_step_stays_consistent(gold_settings, instance):
+    """A Gold run reads Silver while another run's Silver step is between its submissions
+    commit and its answers commit (they run side by side under `dagster dev`): the new
+    version of a submission is in Silver, its answers are still the old version's. The
+    run must pass its tests (answers only under submissions the facts carry) and the next
+    window must bring the submission and its answers together."""
+    lake = gold_settings.lake_root
+    dbt = make_dbt_resource(gold_settings)
+    instance.add_dynamic_partitions(SURVEY_BATCHES, [b(1), b(2), b(3)])
+    s5 = Submission("s5", "01M015", "parent", at(50), {"P01": 2, "P02": 2}, offset=40, batch_seq=2)
+    s5_v3 = revise(s5, event_time=at(51), answers={"P01": 4}, offset=41, batch_seq=3)
+
+    def run(key: str):
+        result = dg.materialize([gold_stream_models], instance=instance, partition_key=key, resources={"dbt": dbt})
+        assert result.success
+        assert all(e.passed for e in result.get_asset_check_evaluations())
+
+    write_batch(lake, Batch([S1], [Q1]))
+    run(b(1))
+    write_batch(lake, Batch([s5], []))
+    write_batch(lake, Batch([s5_v3], []), tables=("submissions",))  # b3's Silver step, half done
+    run(b(2))
+    responses, answers = facts(gold_settings)
+    assert "s5" not in responses and not any(k[0] == "s5" for k in answers)  # neither, not half of it
+    write_batch(lake, Batch([s5_v3], []), tables=("answers",))
+    run(b(3))
+    responses, answers = facts(gold_settings)
+    assert responses["s5"]["batch_seq"] == 3
+    assert {k: v["answer_value"] for k, v in answers.items() if k[0] == "s5"} == {("s5", "P01"): 4}
+    assert len(responses) == silver_count(lake, "survey_submissions")
+    assert len(answers) == silver_count(lake, "survey_answers")
+    assert_marts_match_facts(gold_settings)

@@ -7,6 +7,7 @@ import json
 import time
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from kafka import TopicPartition
@@ -180,3 +181,64 @@ def test_lost_cursor_is_rebuilt_from_the_lake(stream, broker, topic_name):
     data = tick(defs, instance, None)  # Dagster's cursor is gone; the manifests are not
     m = read_manifest(lake, data.run_requests[0].partition_key)
     assert m.seq == 1 and m.records == 20
+
+
+def test_bronze_contract_check_passes_and_a_corrupt_file_blocks_silver(stream, broker, topic_name):
+    defs, instance, lake = stream
+    produce_raw(broker.bootstrap, topic_name, _records(400))
+    ran, _ = drain(defs, instance)
+    job = defs.resolve_job_def("survey_batch_job")
+    result = job.execute_in_process(partition_key=ran[0], instance=instance)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()
+              if e.asset_key == dg.AssetKey(["bronze", "survey_events"])}
+    assert checks["contract_survey_events"].passed and checks["unique_key_survey_events"].passed
+    assert checks["contract_survey_events"].metadata["rows_checked"].value == read_batch(lake, ran[0]).height
+
+    # a landed file that went bad (a record written twice, a batch id that is not this batch's):
+    # Bronze never rewrites it, its contract check fails and names the batch, and Silver does not run
+    silver_key = dg.AssetKey(["silver", "survey_submissions"])
+    silver_before = instance.get_latest_materialization_event(silver_key).run_id
+    path = next(f for f in lake.list(f"bronze/survey_events/batch={ran[0]}") if f.endswith(".parquet"))
+    table = pq.read_table(io.BytesIO(lake.read_bytes(path)))
+    bad = pa.concat_tables([table, table.slice(0, 1)])
+    bad = bad.set_column(bad.schema.get_field_index("batch_id"), "batch_id",
+                         pa.array(["not-a-batch"] * bad.num_rows, pa.string()))
+    buf = io.BytesIO()
+    pq.write_table(bad, buf)
+    lake.write_bytes_atomic(path, buf.getvalue())
+    result = job.execute_in_process(partition_key=ran[0], instance=instance, raise_on_error=False)
+    assert not result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()
+              if e.asset_key == dg.AssetKey(["bronze", "survey_events"])}
+    contract, unique = checks["contract_survey_events"], checks["unique_key_survey_events"]
+    assert not contract.passed and not unique.passed
+    assert contract.metadata["batch"].value == ran[0]
+    assert "batch_id" in contract.description and ran[0] in contract.description
+    assert unique.metadata["duplicate_keys"].value == 1
+    assert instance.get_latest_materialization_event(silver_key).run_id == silver_before
+
+
+def test_backpressure_holds_batches_while_runs_are_in_flight(stream, broker, topic_name):
+    defs, instance, lake = stream
+    produce_raw(broker.bootstrap, topic_name, _records(300))
+    first = tick(defs, instance, None)
+    assert len(first.run_requests) == 1
+    # two runs of this topic's batches still queued or running (the default limit is 2)
+    job = defs.resolve_job_def("survey_batch_job")
+    busy = [instance.create_run_for_job(job, status=status, tags={"school_equity/topic": topic_name})
+            for status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING)]
+    # a run of another topic does not count
+    instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED, tags={"school_equity/topic": "other"})
+    produce_raw(broker.bootstrap, topic_name, _records(200, start=300))
+    held = tick(defs, instance, first.cursor)
+    assert not held.run_requests and not held.dynamic_partitions_requests
+    assert "backpressure" in held.skip_message and "200 waiting record(s)" in held.skip_message
+    produce_raw(broker.bootstrap, topic_name, _records(100, start=500))
+    instance.report_run_failed(busy[0])
+    # one slot free: everything that waited goes into one batch, nothing lost or repeated
+    data = tick(defs, instance, held.cursor)
+    assert len(data.run_requests) == 1
+    m1, m2 = read_manifest(lake, first.run_requests[0].partition_key), read_manifest(lake, data.run_requests[0].partition_key)
+    assert m2.records == 300
+    prev = {r.partition: r.end for r in m1.ranges}
+    assert all(r.start == prev.get(r.partition, 0) for r in m2.ranges)

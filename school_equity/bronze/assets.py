@@ -5,7 +5,15 @@ topic-partition range of a batch."""
 import dagster as dg
 
 from school_equity.bronze.landing import land_batch, read_manifest
-from school_equity.bronze.store import BRONZE_EVENTS_PREFIX, BRONZE_SCHEMA, batch_dir
+from school_equity.bronze.store import BRONZE_EVENTS_PREFIX, BRONZE_SCHEMA, batch_dir, read_batch
+from school_equity.contracts.checks import (
+    contract_check_name,
+    contract_check_result,
+    contract_key,
+    unique_key_check_name,
+    unique_key_check_result,
+)
+from school_equity.contracts.stream import BronzeSurveyEvents
 from school_equity.kafka.assets import TOPIC_KEY
 from school_equity.kafka.partitions import survey_batches
 from school_equity.resources import LakeResource
@@ -13,6 +21,40 @@ from school_equity.resources.kafka import KafkaResource
 
 BRONZE_EVENTS_KEY = dg.AssetKey(["bronze", "survey_events"])
 CHECK_RANGES_COMPLETE = "offset_ranges_complete"
+CHECK_CONTRACT = contract_check_name(BronzeSurveyEvents)
+CHECK_UNIQUE_KEY = unique_key_check_name(BronzeSurveyEvents)
+BRONZE_KEY_COLUMNS = contract_key(BronzeSurveyEvents)
+
+
+def _contract_check_results(the_lake, keys: list[str]) -> list[dg.AssetCheckResult]:
+    """The Bronze contract and key, checked on the files each batch has in the lake (what
+    this run wrote and what an earlier run already landed), one batch at a time so a
+    long single-run backfill never holds more than one batch. The first failing batch
+    is reported (its rules, counts and sample); otherwise the totals."""
+    rows = 0
+    for key in keys:
+        df = read_batch(the_lake, key)
+        rows += df.height
+        results = [
+            contract_check_result(df, BronzeSurveyEvents, check_name=CHECK_CONTRACT, check_unique=False),
+            unique_key_check_result(df, BRONZE_KEY_COLUMNS, check_name=CHECK_UNIQUE_KEY),
+        ]
+        if not all(r.passed for r in results):
+            return [
+                dg.AssetCheckResult(
+                    check_name=r.check_name,
+                    passed=r.passed,
+                    severity=r.severity,
+                    description=None if r.passed else f"batch {key}: {r.description}",
+                    metadata={**r.metadata, "batch": key},
+                )
+                for r in results
+            ]
+    meta = {"rows_checked": rows, "batches_checked": len(keys)}
+    return [
+        dg.AssetCheckResult(check_name=CHECK_CONTRACT, passed=True, metadata={**meta, "contract": "BronzeSurveyEvents"}),
+        dg.AssetCheckResult(check_name=CHECK_UNIQUE_KEY, passed=True, metadata={**meta, "key": ", ".join(BRONZE_KEY_COLUMNS)}),
+    ]
 
 
 def _column_schema() -> dg.TableSchema:
@@ -35,6 +77,21 @@ def _column_schema() -> dg.TableSchema:
         "batch; the ranges come from the batch manifest the sensor wrote, so a re-run reads the same offsets."
     ),
     metadata={"dagster/column_schema": _column_schema(), "lake/prefix": BRONZE_EVENTS_PREFIX},
+    check_specs=[
+        dg.AssetCheckSpec(
+            CHECK_CONTRACT,
+            asset=BRONZE_EVENTS_KEY,
+            blocking=True,
+            description="Every landed record of the batch satisfies the BronzeSurveyEvents contract (columns, "
+            "types, Kafka coordinates, batch id); Silver does not run on a batch that fails it.",
+        ),
+        dg.AssetCheckSpec(
+            CHECK_UNIQUE_KEY,
+            asset=BRONZE_EVENTS_KEY,
+            blocking=True,
+            description="(topic, partition, offset) identifies one landed record of the batch.",
+        ),
+    ],
 )
 def bronze_survey_events(context: dg.AssetExecutionContext, kafka: KafkaResource, lake: LakeResource):
     the_lake = lake.get_lake()
@@ -55,6 +112,7 @@ def bronze_survey_events(context: dg.AssetExecutionContext, kafka: KafkaResource
         consumer.close(autocommit=False)
     rows = sum(r.rows for _, r in landed)
     return dg.MaterializeResult(
+        check_results=_contract_check_results(the_lake, sorted(context.partition_keys)),
         metadata={
             "dagster/row_count": rows,
             "dagster/column_schema": _column_schema(),

@@ -11,6 +11,7 @@ group offset, which the re-run fixes without rewriting the file.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from school_equity.bronze.store import BRONZE_SCHEMA, range_file
-from school_equity.kafka.client import commit_if_ahead, iter_range
+from school_equity.kafka.client import commit_if_ahead, iter_ranges
 from school_equity.kafka.offsets import BatchManifest, OffsetRange
 from school_equity.lake import Lake
 
@@ -86,25 +87,48 @@ class BatchLanding:
         return sum(r.range.size - r.rows for r in self.ranges)
 
 
-def land_range(lake: Lake, consumer, topic: str, batch_id: str, r: OffsetRange, ingested_at: datetime) -> RangeLanding:
-    path = range_file(batch_id, topic, r.partition, r.start, r.end)
-    if lake.exists(path):
-        # never rewritten: the file is the record of what these offsets held
-        rows = pq.ParquetFile(io.BytesIO(lake.read_bytes(path))).metadata.num_rows
-        return RangeLanding(r, path, rows, already_landed=True)
-    rows = 0
-    with lake.atomic_writer(path) as f:
-        writer = pq.ParquetWriter(f, BRONZE_SCHEMA, compression="zstd")
-        try:
-            for chunk in iter_range(consumer, topic, r):
+def _already_landed(lake: Lake, r: OffsetRange, path: str) -> RangeLanding | None:
+    if not lake.exists(path):
+        return None
+    # never rewritten: the file is the record of what these offsets held
+    rows = pq.ParquetFile(io.BytesIO(lake.read_bytes(path))).metadata.num_rows
+    return RangeLanding(r, path, rows, already_landed=True)
+
+
+def land_ranges(
+    lake: Lake, consumer, topic: str, batch_id: str, ranges: list[OffsetRange], ingested_at: datetime
+) -> list[RangeLanding]:
+    """Land every range not yet in the lake, reading their partitions together; each
+    range's file is written atomically (all of it or none, whatever fails)."""
+    ranges = sorted(ranges)
+    out: dict[OffsetRange, RangeLanding] = {}
+    todo: list[OffsetRange] = []
+    for r in ranges:
+        path = range_file(batch_id, topic, r.partition, r.start, r.end)
+        done = _already_landed(lake, r, path)
+        if done is not None:
+            out[r] = done
+        else:
+            todo.append(r)
+    if todo:
+        with contextlib.ExitStack() as stack:
+            writers: dict[OffsetRange, pq.ParquetWriter] = {}
+            rows = dict.fromkeys(todo, 0)
+            for r in todo:
+                f = stack.enter_context(lake.atomic_writer(range_file(batch_id, topic, r.partition, r.start, r.end)))
+                writers[r] = pq.ParquetWriter(f, BRONZE_SCHEMA, compression="zstd")
+                # closed before its atomic writer finishes (ExitStack unwinds in reverse)
+                stack.callback(writers[r].close)
+            for r, chunk in iter_ranges(consumer, topic, todo):
                 table = records_to_arrow(chunk, batch_id, ingested_at)
-                writer.write_table(table)
-                rows += table.num_rows
-            if rows == 0:
-                writer.write_table(BRONZE_SCHEMA.empty_table())
-        finally:
-            writer.close()
-    return RangeLanding(r, path, rows, already_landed=False)
+                writers[r].write_table(table)
+                rows[r] += table.num_rows
+            for r in todo:
+                if rows[r] == 0:
+                    writers[r].write_table(BRONZE_SCHEMA.empty_table())
+        for r in todo:
+            out[r] = RangeLanding(r, range_file(batch_id, topic, r.partition, r.start, r.end), rows[r], False)
+    return [out[r] for r in ranges]
 
 
 def land_batch(
@@ -120,8 +144,7 @@ def land_batch(
     commit (tests use it to simulate a crash there)."""
     ingested_at = ingested_at or datetime.now(UTC)
     result = BatchLanding(manifest.batch_id)
-    for r in sorted(manifest.ranges):
-        result.ranges.append(land_range(lake, consumer, manifest.topic, manifest.batch_id, r, ingested_at))
+    result.ranges.extend(land_ranges(lake, consumer, manifest.topic, manifest.batch_id, list(manifest.ranges), ingested_at))
     if after_write is not None:
         after_write(result)
     if commit:

@@ -108,51 +108,80 @@ def read_log_offsets(consumer: KafkaConsumer, topic: str, timeout_s: float = 0.8
     return LogOffsets(start={tp.partition: int(first[tp]) for tp in tps}, end=end)
 
 
-def iter_range(consumer: KafkaConsumer, topic: str, r: OffsetRange, *, stall_timeout_s: float = 20.0,
-               chunk: int = 50_000) -> Iterator[list]:
-    """Yield the records of ``[r.start, r.end)`` in chunks, and nothing past ``r.end``:
-    stopping at the range end (not at a moving end of log) is what makes re-runs equal.
+def iter_ranges(consumer: KafkaConsumer, topic: str, ranges: list[OffsetRange], *,
+                stall_timeout_s: float = 20.0, chunk: int = 50_000) -> Iterator[tuple[OffsetRange, list]]:
+    """Yield ``(range, records)`` chunks of every range (at most one per partition) and
+    nothing past each range's end, reading all partitions at once: one fetch request then
+    serves every partition, where reading them one after the other pays a round trip and
+    a cold fetch pipeline per partition. A partition is paused once its range is read.
 
-    Raises when the range cannot be completed (the log ends before ``r.end``, e.g. the
-    topic was recreated): a short batch would silently lose records.
+    Raises when a range cannot be completed (the log ends before it, e.g. the topic was
+    recreated): a short batch would silently lose records.
     """
-    if r.size == 0:
+    todo = {r.partition: r for r in ranges if r.size > 0}
+    if len(todo) != len([r for r in ranges if r.size > 0]):
+        raise ValueError(f"{topic}: more than one range per partition in {ranges}")
+    if not todo:
         return
-    tp = TopicPartition(topic, r.partition)
-    consumer.assign([tp])
-    consumer.seek(tp, r.start)
-    buf: list = []
-    position = r.start
+    tps = {p: TopicPartition(topic, p) for p in todo}
+    consumer.assign(list(tps.values()))
+    for p, r in todo.items():
+        consumer.seek(tps[p], r.start)
+    position = {p: r.start for p, r in todo.items()}
+    bufs: dict[int, list] = {p: [] for p in todo}
+    open_parts = set(todo)
     last_progress = time.monotonic()
-    while position < r.end:
-        polled = consumer.poll(timeout_ms=200, max_records=min(chunk, 20_000))
-        msgs = polled.get(tp, [])
-        if msgs:
-            for m in msgs:
-                if m.offset >= r.end:
-                    break
-                if m.offset >= position:
-                    buf.append(m)
-            position = max(position, min(msgs[-1].offset + 1, r.end))
-            last_progress = time.monotonic()
-            if len(buf) >= chunk:
-                yield buf
-                buf = []
-        else:
-            # offsets can legitimately be skipped (transaction markers, compaction):
-            # trust the consumer's position when it moved past them
-            pos = consumer.position(tp)
-            if pos is not None and pos > position:
-                position = min(pos, r.end)
+
+    def close(p: int) -> None:
+        open_parts.discard(p)
+        consumer.pause(tps[p])
+
+    try:
+        while open_parts:
+            polled = consumer.poll(timeout_ms=200, max_records=min(chunk, 20_000))
+            progressed = False
+            for tp, msgs in polled.items():
+                p = tp.partition
+                if p not in open_parts or not msgs:
+                    continue
+                end, buf = todo[p].end, bufs[p]
+                for m in msgs:
+                    if m.offset >= end:
+                        break
+                    if m.offset >= position[p]:
+                        buf.append(m)
+                position[p] = max(position[p], min(msgs[-1].offset + 1, end))
+                progressed = True
+                if len(buf) >= chunk:
+                    yield todo[p], buf
+                    bufs[p] = []
+                if position[p] >= end:
+                    close(p)
+            if not progressed:
+                # offsets can legitimately be skipped (transaction markers, compaction):
+                # trust the consumer's position when it moved past them
+                for p in sorted(open_parts):
+                    pos = consumer.position(tps[p])
+                    if pos is not None and pos > position[p]:
+                        position[p] = min(pos, todo[p].end)
+                        progressed = True
+                        if position[p] >= todo[p].end:
+                            close(p)
+            if progressed:
                 last_progress = time.monotonic()
             elif time.monotonic() - last_progress > stall_timeout_s:
-                hw = consumer.highwater(tp)
+                p = min(open_parts)
+                hw = consumer.highwater(tps[p])
+                r = todo[p]
                 raise RuntimeError(
-                    f"{topic}[{r.partition}]: range [{r.start}, {r.end}) stalled at offset {position} "
+                    f"{topic}[{p}]: range [{r.start}, {r.end}) stalled at offset {position[p]} "
                     f"(log high watermark {hw}); the log no longer holds this range"
                 )
-    if buf:
-        yield buf
+    finally:
+        consumer.resume(*tps.values())
+    for p, buf in bufs.items():
+        if buf:
+            yield todo[p], buf
 
 
 def commit_if_ahead(consumer: KafkaConsumer, topic: str, ends: dict[int, int], note: str = "") -> dict[int, int]:

@@ -88,7 +88,11 @@ class BatchingPolicy:
     - ``max_wait_s``: a trickle below ``min_records`` waits up to this long, so an
       idle-ish stream makes at most one batch per 15 min (35,040 a year, worst case);
     - ``max_records``: a backlog is split into batches of at most this many records,
-      each processed in bounded memory.
+      each processed in bounded memory;
+    - ``max_runs_in_flight``: backpressure. While this many batch runs are queued or
+      running, no new batch is cut; what waits goes into the next, bigger batch. Runs
+      slower than ``min_interval_s`` then make fewer, larger batches instead of a queue
+      that grows (and a latency that grows with it). 0 turns it off.
     """
 
     min_records: int = 1_000
@@ -96,10 +100,13 @@ class BatchingPolicy:
     max_wait_s: float = 900.0
     max_records: int = 250_000
     max_batches_per_tick: int = 4
+    max_runs_in_flight: int = 2
 
     def __post_init__(self) -> None:
         if self.min_records < 1 or self.max_records < self.min_records:
             raise ValueError("need 1 <= min_records <= max_records")
+        if self.max_runs_in_flight < 0:
+            raise ValueError("need max_runs_in_flight >= 0 (0: no limit)")
         if self.min_interval_s < 0 or self.max_wait_s < self.min_interval_s:
             raise ValueError("need 0 <= min_interval_s <= max_wait_s")
 

@@ -32,6 +32,13 @@ from school_equity.resources.kafka import KafkaResource
 
 SENSOR_NAME = "survey_batch_sensor"
 LAG_HISTORY = 12
+TOPIC_TAG = "school_equity/topic"
+IN_FLIGHT_STATUSES = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def run_key(topic: str, bid: str) -> str:
@@ -42,7 +49,7 @@ def batch_run_request(manifest: BatchManifest) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=run_key(manifest.topic, manifest.batch_id),
         partition_key=manifest.batch_id,
-        tags={"school_equity/batch_records": str(manifest.records), "school_equity/topic": manifest.topic},
+        tags={"school_equity/batch_records": str(manifest.records), TOPIC_TAG: manifest.topic},
     )
 
 
@@ -108,6 +115,15 @@ def evaluate(
     if plan.blocked or not plan.ranges:
         return dg.SensorResult(skip_reason=dg.SkipReason(plan.reason), cursor=cursor.to_json(), asset_events=events)
 
+    in_flight = _runs_in_flight(context, kafka.topic) if policy.max_runs_in_flight else 0
+    if in_flight >= policy.max_runs_in_flight > 0:
+        waiting = sum(r.size for batch in plan.ranges for r in batch)
+        reason = (
+            f"backpressure: {in_flight} batch run(s) of {kafka.topic!r} queued or running (limit "
+            f"{policy.max_runs_in_flight}); {waiting} waiting record(s) go into the next batch"
+        )
+        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor.to_json(), asset_events=events)
+
     manifests = []
     for ranges in plan.ranges:
         seq = cursor.seq + 1
@@ -123,6 +139,15 @@ def evaluate(
     }))
     context.log.info(plan.reason)
     return _result(cursor, manifests, now, plan.reason, events)
+
+
+def _runs_in_flight(context: dg.SensorEvaluationContext, topic: str) -> int:
+    """Batch runs of this topic not finished yet (queued, starting or running)."""
+    try:
+        instance = context.instance
+    except dg.DagsterInvariantViolationError:  # a context built without an instance (unit tests)
+        return 0
+    return instance.get_runs_count(dg.RunsFilter(tags={TOPIC_TAG: topic}, statuses=IN_FLIGHT_STATUSES))
 
 
 def _needs_scan(lake: Lake, cursor: StreamCursor) -> bool:

@@ -15,19 +15,31 @@
 -- parser rejects empty answer sets), so its whole set is inside the window.
 
 select
-    submission_id,
-    question_id,
-    answer_value,
-    dbn,
-    survey_year,
-    respondent_type,
-    event_time,
-    response_date,
-    kafka_partition,
-    kafka_offset,
-    batch_id,
-    batch_seq
-from {{ ref('stg_survey_answers') }}
+    a.submission_id,
+    a.question_id,
+    a.answer_value,
+    a.dbn,
+    a.survey_year,
+    a.respondent_type,
+    a.event_time,
+    a.response_date,
+    a.kafka_partition,
+    a.kafka_offset,
+    a.batch_id,
+    a.batch_seq
+from {{ ref('stg_survey_answers') }} as a
+-- Only the answers of the version Silver's submissions table holds. Silver merges a
+-- batch's submissions, then its answers: a build that reads the two tables between those
+-- commits (another run's Silver step, running beside this dbt step) sees a submission's
+-- new version with its old answers. Without this join those answers would land under a
+-- submission this window does not carry; with it they wait for the window of the
+-- version that wins, which brings both.
+inner join {{ ref('stg_survey_submissions') }} as s
+    on a.submission_id = s.submission_id
+    and a.event_time = s.event_time
+    and a.kafka_partition = s.kafka_partition
+    and a.kafka_offset = s.kafka_offset
+    and a.batch_seq = s.batch_seq
 {% if is_incremental() %}
-where {{ batch_window('batch_seq') }}
+where {{ batch_window('a.batch_seq') }}
 {% endif %}

@@ -1,0 +1,55 @@
+"""Reading a batch's offset ranges from the real broker: all partitions at once, exactly
+the ranges, nothing past their ends, and a loud error when the log cannot fill a range."""
+
+from __future__ import annotations
+
+import pytest
+
+from assets_tests.helpers import create_topic, produce_raw
+from school_equity.kafka.client import make_consumer, read_log_offsets
+from school_equity.kafka.offsets import OffsetRange
+
+pytestmark = pytest.mark.e2e
+
+
+def _read(consumer, topic, ranges, **kw) -> dict[int, list[int]]:
+    from school_equity.kafka.client import iter_ranges
+
+    got: dict[int, list[int]] = {}
+    for r, chunk in iter_ranges(consumer, topic, ranges, **kw):
+        assert all(r.start <= m.offset < r.end and m.partition == r.partition for m in chunk)
+        got.setdefault(r.partition, []).extend(m.offset for m in chunk)
+    return got
+
+
+def test_ranges_of_every_partition_read_together_and_exactly(broker, topic_name):
+    create_topic(broker.bootstrap, topic_name, partitions=3)
+    produce_raw(broker.bootstrap, topic_name, [(f"k{i}".encode(), b"x" * 50) for i in range(3000)])
+    consumer = make_consumer(broker.bootstrap)
+    try:
+        ends = read_log_offsets(consumer, topic_name).end
+        assert sum(ends.values()) == 3000
+        # a middle slice of each partition, one empty range, and small chunks
+        ranges = [OffsetRange(p, e // 4, e - e // 4) for p, e in ends.items()] + [OffsetRange(9, 5, 5)]
+        produce_raw(broker.bootstrap, topic_name, [(f"late{i}".encode(), b"y") for i in range(300)])
+        got = _read(consumer, topic_name, ranges, chunk=100)
+        for r in ranges[:-1]:
+            assert got[r.partition] == list(range(r.start, r.end))
+        assert 9 not in got
+        # the consumer is left usable: no partition stays paused
+        assert not consumer.paused()
+    finally:
+        consumer.close(autocommit=False)
+
+
+def test_a_range_the_log_cannot_fill_raises(broker, topic_name):
+    create_topic(broker.bootstrap, topic_name, partitions=1)
+    produce_raw(broker.bootstrap, topic_name, [(b"k", b"v")] * 10)
+    consumer = make_consumer(broker.bootstrap)
+    try:
+        with pytest.raises(RuntimeError, match=r"range \[0, 25\) stalled at offset 10"):
+            _read(consumer, topic_name, [OffsetRange(0, 0, 25)], stall_timeout_s=1.0)
+        with pytest.raises(ValueError, match="more than one range per partition"):
+            _read(consumer, topic_name, [OffsetRange(0, 0, 5), OffsetRange(0, 5, 10)])
+    finally:
+        consumer.close(autocommit=False)
