@@ -226,3 +226,30 @@ def test_missing_bronze_batch_fails_with_a_clear_message(tmp_path, instance):
     failure = next(e for e in result.all_events if e.is_step_failure)
     text = str(failure.step_failure_data.error.cause or "") + failure.step_failure_data.error.message
     assert "no Bronze files" in text and B1 in text
+
+
+def test_checks_of_a_batch_run_read_what_the_batch_wrote(lake, instance):
+    """A batch run's Silver checks validate the rows its batch wrote (memory and time follow
+    the batch, not the table), yet a key duplicated by an older row is still found."""
+    run(lake, instance, B1)
+    result = run(lake, instance, B2)
+    evals = {(e.asset_key, e.check_name): e for e in result.get_asset_check_evaluations()}
+    subs, answers, _ = tables(lake)
+    contract = evals[(SUBMISSIONS_KEY, "contract_survey_submissions")]
+    assert contract.passed and "b000000002..b000000002" in contract.metadata["scope"].value
+    assert contract.metadata["rows_checked"].value == subs.filter(pl.col("batch_seq") == 2).height < subs.height
+    assert evals[(ANSWERS_KEY, "contract_survey_answers")].metadata["rows_checked"].value == \
+        answers.filter(pl.col("batch_seq") == 2).height
+    assert evals[(ANSWERS_KEY, "answers_match_winning_versions")].passed
+
+    # an older row (batch 1) that repeats the key of a row batch 2 wrote
+    from deltalake import write_deltalake
+
+    t = SilverTables.in_lake(lake)
+    dup = subs.filter(pl.col("batch_seq") == 2).head(1).with_columns(batch_seq=pl.lit(1, pl.Int64),
+                                                                       batch_id=pl.lit(B1))
+    write_deltalake(t.submissions, dup.select(read_table(t.submissions).columns).to_arrow(), mode="append")
+    result = run(lake, instance, B2, raise_on_error=False)
+    evals = {(e.asset_key, e.check_name): e for e in result.get_asset_check_evaluations()}
+    unique = evals[(SUBMISSIONS_KEY, "unique_key_survey_submissions")]
+    assert not unique.passed and unique.metadata["duplicate_keys"].value == 1

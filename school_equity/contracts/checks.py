@@ -33,6 +33,25 @@ from school_equity.lake import Lake
 
 Contract = type[pa.DataFrameModel]
 ReadTable = Callable[[Lake], pl.DataFrame]
+# (lake, partition keys, table key) -> (rows those partitions wrote, key columns of every row sharing their keys)
+ReadPartitions = Callable[[Lake, list[str], list[str]], tuple[pl.DataFrame, pl.DataFrame]]
+
+
+def _with_metadata(result: dg.AssetCheckResult, extra: dict[str, Any]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=result.check_name,
+        passed=result.passed,
+        severity=result.severity,
+        description=result.description,
+        metadata={**result.metadata, **extra},
+    )
+
+
+def _partition_keys(context: dg.AssetCheckExecutionContext) -> list[str] | None:
+    """The run's partition keys, sorted, or None for an unpartitioned run."""
+    if not (context.has_partition_key or context.has_partition_key_range):
+        return None
+    return sorted(context.partition_keys)
 
 SAMPLE_SIZE = 10
 _MAX_TEXT = 200
@@ -319,6 +338,7 @@ def contract_checks(
     *,
     blocking: bool = True,
     unique_key: Sequence[str] | None = None,
+    read_partitions: ReadPartitions | None = None,
 ) -> list[dg.AssetChecksDefinition]:
     """Asset checks for the whole current table behind ``asset_key``:
 
@@ -330,6 +350,13 @@ def contract_checks(
     Both come from one op that reads the table once with ``read_table(lake)``
     (the check requires the ``lake`` resource). ``blocking`` stops downstream
     assets of the same run when a check fails.
+
+    ``read_partitions(lake, partition_keys, key)``, for a table that grows by
+    partition (the stream's batches), scopes a partitioned run's checks to what it
+    wrote: it returns the rows those partitions wrote (validated against every rule)
+    and the table's key columns for every row sharing a key with them (so a duplicate
+    of an older row still shows). Memory and time then follow the batch, not the
+    table. Runs without a partition check the whole table.
     """
     key = dg.AssetKey.from_coercible(asset_key)
     table_key = list(unique_key) if unique_key is not None else contract_key(contract)
@@ -361,9 +388,19 @@ def contract_checks(
         description=f"Contract checks of {key.to_user_string()} generated from {contract.__name__}.",
     )
     def _checks(context):  # (a string annotation, from __future__, is rejected by Dagster)
-        df = read_table(context.resources.lake.get_lake())
-        yield contract_check_result(df, contract, check_name=contract_name, check_unique=not table_key)
+        lake = context.resources.lake.get_lake()
+        partitions = _partition_keys(context) if read_partitions is not None else None
+        if partitions:
+            df, keys = read_partitions(lake, partitions, table_key)
+            scope = {"scope": f"rows written by {len(partitions)} partition(s): {partitions[0]}..{partitions[-1]}"}
+        else:
+            df = read_table(lake)
+            keys = df
+            scope = {"scope": "whole table"}
+        result = contract_check_result(df, contract, check_name=contract_name, check_unique=not table_key)
+        yield _with_metadata(result, scope)
         if table_key:
-            yield unique_key_check_result(df, table_key, check_name=unique_name)
+            result = unique_key_check_result(keys, table_key, check_name=unique_name)
+            yield _with_metadata(result, scope)
 
     return [_checks]

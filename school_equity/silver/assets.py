@@ -38,6 +38,7 @@ from school_equity.silver.merge import (
     answers_inconsistencies,
     merge_batch,
     read_table,
+    table_exists,
     table_row_count,
 )
 from school_equity.silver.parse import ParsedBatch, parse_batch
@@ -242,6 +243,30 @@ def _reader(table: str, contract):
     return read
 
 
+def _scan_silver(lake: Lake, table: str, contract) -> pl.LazyFrame:
+    uri, opts = lake.uri(table), lake.storage_options()
+    if not table_exists(uri, opts):
+        return empty_frame(contract).lazy()
+    return pl.scan_delta(uri, storage_options=opts)
+
+
+def _batch_seqs(partition_keys: list[str]) -> list[int]:
+    return [batch_seq(k) for k in partition_keys]
+
+
+def _partition_reader(table: str, contract):
+    """The rows the run's batches wrote (a Silver row carries the batch that last wrote it),
+    and the key columns of every row of the table that shares a key with them."""
+
+    def read(lake: Lake, partition_keys: list[str], key: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        scan = _scan_silver(lake, table, contract)
+        rows = scan.filter(pl.col("batch_seq").is_in(_batch_seqs(partition_keys))).collect()
+        keys = scan.select(key).join(rows.lazy().select(key), on=key, how="semi").collect() if key else rows
+        return rows, keys
+
+    return read
+
+
 @dg.asset_check(
     asset=ANSWERS_KEY,
     name=CHECK_ANSWERS_MATCH,
@@ -253,15 +278,28 @@ def _reader(table: str, contract):
 )
 def answers_match_winning_versions(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     lake = context.resources.lake.get_lake()
-    bad = answers_inconsistencies(
-        read_silver_table(lake, SUBMISSIONS_TABLE, SilverSurveySubmissions),
-        read_silver_table(lake, ANSWERS_TABLE, SilverSurveyAnswers),
-    )
+    if context.has_partition_key or context.has_partition_key_range:
+        # the submissions the run's batches wrote, every answer row of theirs, and every
+        # answer row those batches wrote (an answer of no such submission is a problem)
+        keys = sorted(context.partition_keys)
+        seqs = _batch_seqs(keys)
+        subs = _scan_silver(lake, SUBMISSIONS_TABLE, SilverSurveySubmissions).filter(
+            pl.col("batch_seq").is_in(seqs)).collect()
+        ids = subs.get_column("submission_id").implode()
+        answers = _scan_silver(lake, ANSWERS_TABLE, SilverSurveyAnswers).filter(
+            pl.col("submission_id").is_in(ids) | pl.col("batch_seq").is_in(seqs)).collect()
+        scope = f"rows written by {len(keys)} batch(es): {keys[0]}..{keys[-1]}"
+    else:
+        subs = read_silver_table(lake, SUBMISSIONS_TABLE, SilverSurveySubmissions)
+        answers = read_silver_table(lake, ANSWERS_TABLE, SilverSurveyAnswers)
+        scope = "whole tables"
+    bad = answers_inconsistencies(subs, answers)
     return dg.AssetCheckResult(
         passed=bad.height == 0,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
             "inconsistent_submissions": bad.height,
+            "scope": scope,
             "by_problem": dg.MetadataValue.json(dict(bad.group_by("problem").len().iter_rows())),
             "sample": dg.MetadataValue.json(bad.head(10).with_columns(pl.col("event_time").cast(pl.String)).to_dicts()),
         },
@@ -270,8 +308,11 @@ def answers_match_winning_versions(context: dg.AssetCheckExecutionContext) -> dg
 
 SILVER_ASSETS = [silver_survey_stream]
 SILVER_CHECKS = [
-    *contract_checks(SUBMISSIONS_KEY, SilverSurveySubmissions, _reader(SUBMISSIONS_TABLE, SilverSurveySubmissions)),
-    *contract_checks(ANSWERS_KEY, SilverSurveyAnswers, _reader(ANSWERS_TABLE, SilverSurveyAnswers)),
-    *contract_checks(QUARANTINE_KEY, SilverSurveyQuarantine, _reader(QUARANTINE_TABLE, SilverSurveyQuarantine)),
+    *contract_checks(SUBMISSIONS_KEY, SilverSurveySubmissions, _reader(SUBMISSIONS_TABLE, SilverSurveySubmissions),
+                     read_partitions=_partition_reader(SUBMISSIONS_TABLE, SilverSurveySubmissions)),
+    *contract_checks(ANSWERS_KEY, SilverSurveyAnswers, _reader(ANSWERS_TABLE, SilverSurveyAnswers),
+                     read_partitions=_partition_reader(ANSWERS_TABLE, SilverSurveyAnswers)),
+    *contract_checks(QUARANTINE_KEY, SilverSurveyQuarantine, _reader(QUARANTINE_TABLE, SilverSurveyQuarantine),
+                     read_partitions=_partition_reader(QUARANTINE_TABLE, SilverSurveyQuarantine)),
     answers_match_winning_versions,
 ]
