@@ -12,6 +12,7 @@ from school_equity.contracts.checks import (
     contract_key,
     unique_key_check_name,
     unique_key_check_result,
+    with_metadata,
 )
 from school_equity.contracts.stream import BronzeSurveyEvents
 from school_equity.kafka.assets import TOPIC_KEY
@@ -40,16 +41,7 @@ def _contract_check_results(the_lake, keys: list[str]) -> list[dg.AssetCheckResu
             unique_key_check_result(df, BRONZE_KEY_COLUMNS, check_name=CHECK_UNIQUE_KEY),
         ]
         if not all(r.passed for r in results):
-            return [
-                dg.AssetCheckResult(
-                    check_name=r.check_name,
-                    passed=r.passed,
-                    severity=r.severity,
-                    description=None if r.passed else f"batch {key}: {r.description}",
-                    metadata={**r.metadata, "batch": key},
-                )
-                for r in results
-            ]
+            return [with_metadata(r, {"batch": key}, description_prefix=f"batch {key}: ") for r in results]
     meta = {"rows_checked": rows, "batches_checked": len(keys)}
     return [
         dg.AssetCheckResult(check_name=CHECK_CONTRACT, passed=True, metadata={**meta, "contract": "BronzeSurveyEvents"}),

@@ -101,11 +101,11 @@ def land_ranges(
     """Land every range not yet in the lake, reading their partitions together; each
     range's file is written atomically (all of it or none, whatever fails)."""
     ranges = sorted(ranges)
+    paths = {r: range_file(batch_id, topic, r.partition, r.start, r.end) for r in ranges}
     out: dict[OffsetRange, RangeLanding] = {}
     todo: list[OffsetRange] = []
     for r in ranges:
-        path = range_file(batch_id, topic, r.partition, r.start, r.end)
-        done = _already_landed(lake, r, path)
+        done = _already_landed(lake, r, paths[r])
         if done is not None:
             out[r] = done
         else:
@@ -115,7 +115,7 @@ def land_ranges(
             writers: dict[OffsetRange, pq.ParquetWriter] = {}
             rows = dict.fromkeys(todo, 0)
             for r in todo:
-                f = stack.enter_context(lake.atomic_writer(range_file(batch_id, topic, r.partition, r.start, r.end)))
+                f = stack.enter_context(lake.atomic_writer(paths[r]))
                 writers[r] = pq.ParquetWriter(f, BRONZE_SCHEMA, compression="zstd")
                 # closed before its atomic writer finishes (ExitStack unwinds in reverse)
                 stack.callback(writers[r].close)
@@ -127,7 +127,7 @@ def land_ranges(
                 if rows[r] == 0:
                     writers[r].write_table(BRONZE_SCHEMA.empty_table())
         for r in todo:
-            out[r] = RangeLanding(r, range_file(batch_id, topic, r.partition, r.start, r.end), rows[r], False)
+            out[r] = RangeLanding(r, paths[r], rows[r], already_landed=False)
     return [out[r] for r in ranges]
 
 

@@ -37,17 +37,23 @@ ReadTable = Callable[[Lake], pl.DataFrame]
 ReadPartitions = Callable[[Lake, list[str], list[str]], tuple[pl.DataFrame, pl.DataFrame]]
 
 
-def _with_metadata(result: dg.AssetCheckResult, extra: dict[str, Any]) -> dg.AssetCheckResult:
+def with_metadata(
+    result: dg.AssetCheckResult, extra: dict[str, Any], *, description_prefix: str = ""
+) -> dg.AssetCheckResult:
+    """``result`` with more metadata (and, when it failed, a prefix to its description)."""
+    description = result.description
+    if description_prefix and not result.passed:
+        description = f"{description_prefix}{description}"
     return dg.AssetCheckResult(
         check_name=result.check_name,
         passed=result.passed,
         severity=result.severity,
-        description=result.description,
+        description=description,
         metadata={**result.metadata, **extra},
     )
 
 
-def _partition_keys(context: dg.AssetCheckExecutionContext) -> list[str] | None:
+def run_partition_keys(context: dg.AssetCheckExecutionContext) -> list[str] | None:
     """The run's partition keys, sorted, or None for an unpartitioned run."""
     if not (context.has_partition_key or context.has_partition_key_range):
         return None
@@ -389,7 +395,7 @@ def contract_checks(
     )
     def _checks(context):  # (a string annotation, from __future__, is rejected by Dagster)
         lake = context.resources.lake.get_lake()
-        partitions = _partition_keys(context) if read_partitions is not None else None
+        partitions = run_partition_keys(context) if read_partitions is not None else None
         if partitions:
             df, keys = read_partitions(lake, partitions, table_key)
             scope = {"scope": f"rows written by {len(partitions)} partition(s): {partitions[0]}..{partitions[-1]}"}
@@ -398,9 +404,9 @@ def contract_checks(
             keys = df
             scope = {"scope": "whole table"}
         result = contract_check_result(df, contract, check_name=contract_name, check_unique=not table_key)
-        yield _with_metadata(result, scope)
+        yield with_metadata(result, scope)
         if table_key:
             result = unique_key_check_result(keys, table_key, check_name=unique_name)
-            yield _with_metadata(result, scope)
+            yield with_metadata(result, scope)
 
     return [_checks]

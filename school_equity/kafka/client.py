@@ -118,8 +118,9 @@ def iter_ranges(consumer: KafkaConsumer, topic: str, ranges: list[OffsetRange], 
     Raises when a range cannot be completed (the log ends before it, e.g. the topic was
     recreated): a short batch would silently lose records.
     """
-    todo = {r.partition: r for r in ranges if r.size > 0}
-    if len(todo) != len([r for r in ranges if r.size > 0]):
+    nonempty = [r for r in ranges if r.size > 0]
+    todo = {r.partition: r for r in nonempty}
+    if len(todo) != len(nonempty):
         raise ValueError(f"{topic}: more than one range per partition in {ranges}")
     if not todo:
         return

@@ -115,12 +115,12 @@ def evaluate(
     if plan.blocked or not plan.ranges:
         return dg.SensorResult(skip_reason=dg.SkipReason(plan.reason), cursor=cursor.to_json(), asset_events=events)
 
-    in_flight = _runs_in_flight(context, kafka.topic) if policy.max_runs_in_flight else 0
-    if in_flight >= policy.max_runs_in_flight > 0:
+    limit = policy.max_runs_in_flight
+    if limit and (in_flight := _runs_in_flight(context, kafka.topic)) >= limit:
         waiting = sum(r.size for batch in plan.ranges for r in batch)
         reason = (
             f"backpressure: {in_flight} batch run(s) of {kafka.topic!r} queued or running (limit "
-            f"{policy.max_runs_in_flight}); {waiting} waiting record(s) go into the next batch"
+            f"{limit}); {waiting} waiting record(s) go into the next batch"
         )
         return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor.to_json(), asset_events=events)
 

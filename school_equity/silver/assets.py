@@ -15,6 +15,7 @@ from school_equity.contracts.checks import (
     contract_check_name,
     contract_checks,
     empty_frame,
+    run_partition_keys,
     table_schema,
     unique_key_check_name,
     validate_or_raise,
@@ -278,10 +279,10 @@ def _partition_reader(table: str, contract):
 )
 def answers_match_winning_versions(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     lake = context.resources.lake.get_lake()
-    if context.has_partition_key or context.has_partition_key_range:
+    keys = run_partition_keys(context)
+    if keys:
         # the submissions the run's batches wrote, every answer row of theirs, and every
         # answer row those batches wrote (an answer of no such submission is a problem)
-        keys = sorted(context.partition_keys)
         seqs = _batch_seqs(keys)
         subs = _scan_silver(lake, SUBMISSIONS_TABLE, SilverSurveySubmissions).filter(
             pl.col("batch_seq").is_in(seqs)).collect()
