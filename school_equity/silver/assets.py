@@ -114,8 +114,8 @@ def _process(context: dg.AssetExecutionContext, lake: Lake, tables: SilverTables
             f"batch {key}: no Bronze files under {lake.uri(batch_dir(key))}; materialize "
             f"{BRONZE_EVENTS_KEY.to_user_string()} for this partition first"
         )
-    bronze = validate_or_raise(read_batch(lake, key), BronzeSurveyEvents)
-    parsed = parse_batch(bronze)
+    # Bronze is not held past the parse: the merge below is the step's memory peak
+    parsed = parse_batch(validate_or_raise(read_batch(lake, key), BronzeSurveyEvents))
     # bad data must not land: a frame that breaks its contract stops the run before any write
     validate_or_raise(parsed.submissions, SilverSurveySubmissions)
     validate_or_raise(parsed.answers, SilverSurveyAnswers)
