@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import polars as pl
 import pytest
+from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,9 +21,12 @@ from school_equity.contracts.checks import validate_or_raise
 from school_equity.contracts.stream import SilverSurveyAnswers, SilverSurveySubmissions
 from school_equity.lake import Lake
 from school_equity.silver.merge import (
+    WHOLE_TABLE,
     SilverTables,
+    key_slices,
     merge_answers,
     merge_batch,
+    merge_slices,
     merge_submissions,
     read_table,
     table_version,
@@ -95,6 +99,11 @@ def tables_in(root: str) -> SilverTables:
     return SilverTables.in_lake(Lake(root))
 
 
+def sid(i: int) -> str:
+    """Ids in different key-range slices (merge.KEY_SLICE_BOUNDS), so batches span slices."""
+    return "07aFs"[i % 5] + f"-{i}"
+
+
 # -- property: any batch order gives the newest version per id ---------------------------
 @st.composite
 def stream(draw):
@@ -103,7 +112,7 @@ def stream(draw):
     for _ in range(draw(st.integers(1, 12))):
         part = draw(st.integers(0, 1))
         records.append({
-            "sid": f"s{draw(st.integers(0, n_ids - 1))}",
+            "sid": sid(draw(st.integers(0, n_ids - 1))),
             "minute": draw(st.integers(0, 3)),  # few distinct times: ties broken by Kafka position
             "answers": draw(st.dictionaries(st.sampled_from(PARENT_QUESTIONS), st.integers(1, 4), min_size=1)),
             "partition": part,
@@ -304,3 +313,65 @@ def test_producer_stream_in_reverse_batches_matches_its_ground_truth(tmp_path):
     expected = {i: r.reason for i, r in enumerate(records) if r.kind == MALFORMED}
     assert dict(quarantine.select("kafka_offset", "reason_code").rows()) == expected
     assert quarantine.height == report.malformed_total
+
+
+# -- key-range slices ----------------------------------------------------------------------
+@given(st.text(max_size=6))
+def test_every_key_falls_in_exactly_one_slice(key):
+    slices = key_slices()
+    assert sum(sl.holds(key) for sl in slices) == 1
+    frame = pl.DataFrame({"submission_id": [key]})
+    assert [frame.filter(sl.expr()).height for sl in slices] == [int(sl.holds(key)) for sl in slices]
+
+
+def _files(uri: str) -> dict[str, tuple[str, str]]:
+    actions = pl.DataFrame(DeltaTable(uri).get_add_actions(flatten=True))
+    return {p: (lo, hi) for p, lo, hi in actions.select("path", "min.submission_id", "max.submission_id").iter_rows()}
+
+
+def _records(ids: list[str], *, minute: int, first_offset: int) -> list[dict]:
+    return [{"sid": i, "minute": minute, "answers": {"P01": 1 + n % 4, "P02": 2}, "partition": 0,
+             "offset": first_offset + n} for n, i in enumerate(ids)]
+
+
+def test_tables_stay_clustered_and_a_batch_rewrites_only_the_slices_it_touches(tmp_path):
+    tables = tables_in(str(tmp_path))
+    ids = [f"{c}{n}-x" for c in "0123456789abcdef" for n in range(3)]
+    first = _records(ids, minute=0, first_offset=0)
+    merge_batch(tables, parse_batch(batch_frame(first, 0)))
+    for uri in (tables.submissions, tables.answers):
+        files = _files(uri)
+        assert len(files) == 16  # one per slice, each within it
+        assert merge_slices(DeltaTable(uri)) == key_slices()
+
+    before = {uri: _files(uri) for uri in (tables.submissions, tables.answers)}
+    # a newer version of ids in slice '3' and a new id in slice 'c'
+    second = _records(["30-x", "32-x", "c9-new"], minute=5, first_offset=len(first))
+    merge_batch(tables, parse_batch(batch_frame(second, 1)))
+    for uri in (tables.submissions, tables.answers):
+        after = _files(uri)
+        removed = set(before[uri]) - set(after)
+        assert {before[uri][p][0][0] for p in removed} == {"3"}  # only slice '3' was rewritten
+        assert all(lo[0] == hi[0] for lo, hi in after.values())  # still one slice per file
+        assert merge_slices(DeltaTable(uri)) == key_slices()
+    assert_matches_expected(tables, first + second)
+
+
+def test_a_table_whose_files_span_slices_is_merged_whole(tmp_path):
+    """Tables written before the sliced layout (one file holding every range) still merge
+    correctly, in one piece, and give the same tables as the sliced layout."""
+    ids = [f"{c}{n}-x" for c in "05af" for n in range(2)]
+    first = _records(ids, minute=0, first_offset=0)
+    second = _records([ids[0], ids[-1], "7-new"], minute=5, first_offset=len(first))
+    sliced, legacy = tables_in(str(tmp_path / "sliced")), tables_in(str(tmp_path / "legacy"))
+    merge_batch(sliced, parse_batch(batch_frame(first, 0)))
+    # the legacy layout: the same first state, each table rewritten as one file
+    for uri_from, uri_to in zip((sliced.submissions, sliced.answers, sliced.quarantine),
+                                (legacy.submissions, legacy.answers, legacy.quarantine), strict=True):
+        write_deltalake(uri_to, read_table(uri_from).to_arrow())
+    assert merge_slices(DeltaTable(legacy.answers)) == WHOLE_TABLE
+    for t in (sliced, legacy):
+        merge_batch(t, parse_batch(batch_frame(second, 1)))
+    assert_matches_expected(legacy, first + second)
+    for x, y in zip(state(sliced), state(legacy), strict=True):
+        assert_frame_equal(x, y)

@@ -25,6 +25,18 @@ a newer v1 version clears a v2 field instead of keeping a stale value.
 Concurrent merges into one table fail with ``CommitFailedError``: each step is
 retried from a fresh snapshot with backoff (the Dagster assets also serialise them
 with a pool).
+
+Key-range slices (submissions and answers): submission ids are random, so every batch
+matches rows in every file, and one delta-rs MERGE rewrites the whole table in one
+plan: about 1 GiB resident above the process for the 5.6M-row answers table of a
+1M-event run, whatever the batch size. Both tables are therefore kept clustered in
+``KEY_SLICES`` ranges of ``submission_id`` (a file holds ids of one range) and a
+batch is merged one range at a time, the range written into the merge predicate as
+literals so delta-rs skips every other file by its statistics: each merge rewrites a
+sixteenth of the table. A submission and all its answers fall in one range, so each
+submission's change still commits atomically; a batch is several commits (readers
+between them see some ranges merged, never half a submission). A table whose files
+span ranges (written before this layout) is merged in one piece, as before.
 """
 
 from __future__ import annotations
@@ -59,6 +71,11 @@ SOURCE_IS_NEWER = (
 )
 
 T = TypeVar("T")
+
+# Lower bounds of the submission_id ranges after the first: ids are UUIDs, so sixteen
+# ranges by the first hex digit hold a sixteenth of the rows each. Any other id still
+# falls in exactly one range (the first and last are open-ended), only less evenly.
+KEY_SLICE_BOUNDS = tuple("123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -149,10 +166,18 @@ def _align(source: pl.DataFrame, target: pl.Schema) -> pl.DataFrame:
     return out.select([*(c for c in target), *(c for c in out.columns if c not in target)])
 
 
-def _create(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | None) -> MergeOutcome:
-    # mode="error": if another writer created the table meanwhile, fail and retry as a merge
-    write_deltalake(uri, frame.to_arrow(), mode="error", storage_options=storage_options)
-    return MergeOutcome(uri, 0, inserted=frame.height, created=True, committed=True)
+def _create(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | None, *,
+            sliced: bool = False) -> MergeOutcome:
+    """Create the table with ``frame``. mode="error": if another writer created the table
+    meanwhile, this fails and the step is retried as a merge. ``sliced``: one commit per
+    key range (see KEY_SLICE_BOUNDS); a crash between them leaves a table the re-run
+    merges the rest into."""
+    if sliced:
+        version = _write_sliced(uri, frame, storage_options, mode="error") - 1
+    else:
+        write_deltalake(uri, frame.to_arrow(), mode="error", storage_options=storage_options)
+        version = 0
+    return MergeOutcome(uri, version, inserted=frame.height, created=True, committed=True)
 
 
 def _outcome(uri: str, metrics: dict, storage_options: dict[str, str] | None) -> MergeOutcome:
@@ -169,6 +194,88 @@ def _outcome(uri: str, metrics: dict, storage_options: dict[str, str] | None) ->
     )
 
 
+# -- key-range slices ------------------------------------------------------------------
+@dataclass(frozen=True)
+class KeySlice:
+    """``lo <= submission_id < hi``; None is unbounded."""
+
+    lo: str | None
+    hi: str | None
+
+    def expr(self, column: str = "submission_id") -> pl.Expr:
+        e = pl.lit(True)
+        if self.lo is not None:
+            e = e & (pl.col(column) >= self.lo)
+        if self.hi is not None:
+            e = e & (pl.col(column) < self.hi)
+        return e
+
+    def sql(self, column: str) -> str:
+        """The range as a predicate on ``column`` with literal bounds (what lets delta-rs
+        skip files by their min/max statistics); TRUE for the unbounded slice."""
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{column} >= {_sql_string(self.lo)}")
+        if self.hi is not None:
+            parts.append(f"{column} < {_sql_string(self.hi)}")
+        return " AND ".join(parts) if parts else "TRUE"
+
+    def holds(self, value: str) -> bool:
+        return (self.lo is None or value >= self.lo) and (self.hi is None or value < self.hi)
+
+
+def _sql_string(v: str) -> str:
+    return "'" + v.replace("'", "''") + "'"
+
+
+def key_slices(bounds: tuple[str, ...] = KEY_SLICE_BOUNDS) -> list[KeySlice]:
+    edges = [None, *sorted(bounds), None]
+    return [KeySlice(lo, hi) for lo, hi in zip(edges, edges[1:], strict=False)]
+
+
+WHOLE_TABLE = [KeySlice(None, None)]
+
+
+def merge_slices(dt: DeltaTable, column: str = "submission_id") -> list[KeySlice]:
+    """The slices to merge ``dt`` in: ``key_slices()`` when every data file holds keys of
+    one slice only (by the file's min/max statistics), else the whole table at once
+    (slicing a table whose files span ranges would rewrite such a file once per range)."""
+    slices = key_slices()
+    actions = pl.DataFrame(dt.get_add_actions(flatten=True))
+    lo, hi = f"min.{column}", f"max.{column}"
+    if actions.height == 0:
+        return slices
+    if lo not in actions.columns or hi not in actions.columns:
+        return WHOLE_TABLE
+    for mn, mx in actions.select(lo, hi).iter_rows():
+        if mn is None or mx is None or not any(s.holds(mn) and s.holds(mx) for s in slices):
+            return WHOLE_TABLE
+    return slices
+
+
+def _write_sliced(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | None, *, mode: str) -> int:
+    """Write ``frame`` one slice per commit so that each file holds one key range; the
+    first commit uses ``mode`` ("error" to create: losing a creation race fails it and
+    the caller retries as a merge). Returns the number of commits."""
+    commits = 0
+    slices = key_slices()
+    for i, sl in enumerate(slices):
+        part = frame.filter(sl.expr())
+        # an empty frame still creates the table (with the last slice, nothing before it)
+        if part.height == 0 and not (commits == 0 and i == len(slices) - 1):
+            continue
+        write_deltalake(uri, part.to_arrow(), mode=mode if commits == 0 else "append",
+                        storage_options=storage_options)
+        commits += 1
+    return commits
+
+
+def _sum_metrics(total: dict, metrics: dict) -> dict:
+    for k in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted"):
+        total[k] = total.get(k, 0) + int(metrics.get(k, 0))
+    return total
+
+
 # -- the three tables ----------------------------------------------------------------
 def merge_submissions(
     uri: str, submissions: pl.DataFrame, *, storage_options: dict[str, str] | None = None, attempts: int = 6
@@ -177,24 +284,30 @@ def merge_submissions(
 
     def step() -> MergeOutcome:
         if not table_exists(uri, storage_options):
-            return _create(uri, submissions, storage_options)
+            return _create(uri, submissions, storage_options, sliced=True)
         if submissions.height == 0:
             return MergeOutcome(uri, table_version(uri, storage_options))
         dt = DeltaTable(uri, storage_options=storage_options)
         source = _align(submissions, _scan(uri, storage_options).collect_schema())
-        metrics = (
-            dt.merge(
-                source.to_arrow(),
-                predicate="t.submission_id = s.submission_id",
-                source_alias="s",
-                target_alias="t",
-                merge_schema=True,
+        total: dict = {}
+        for sl in merge_slices(dt):
+            part = source.filter(sl.expr())
+            if part.height == 0:
+                continue
+            metrics = (
+                dt.merge(
+                    part.to_arrow(),
+                    predicate=f"{sl.sql('t.submission_id')} AND t.submission_id = s.submission_id",
+                    source_alias="s",
+                    target_alias="t",
+                    merge_schema=True,
+                )
+                .when_matched_update_all(predicate=SOURCE_IS_NEWER)
+                .when_not_matched_insert_all()
+                .execute()
             )
-            .when_matched_update_all(predicate=SOURCE_IS_NEWER)
-            .when_not_matched_insert_all()
-            .execute()
-        )
-        return _outcome(uri, metrics, storage_options)
+            _sum_metrics(total, metrics)
+        return _outcome(uri, total, storage_options)
 
     outcome, n = with_retries(step, attempts=attempts)
     return _with_attempts(outcome, n)
@@ -252,7 +365,7 @@ def merge_answers(
             winners = versions.join(current, on=[*SUBMISSION_KEY, *VERSION_COLUMNS], how="semi")
         if not table_exists(uri, storage_options):
             return _create(uri, answers.join(winners, on=[*SUBMISSION_KEY, *VERSION_COLUMNS], how="semi"),
-                           storage_options)
+                           storage_options, sliced=True)
         existing = (
             _scan(uri, storage_options)
             .select(*ANSWER_KEY, *VERSION_COLUMNS)
@@ -264,21 +377,28 @@ def merge_answers(
             return MergeOutcome(uri, table_version(uri, storage_options))
         columns = [c for c in changes.columns if c != "_action"]
         values = {c: f"s.{c}" for c in columns}
-        metrics = (
-            DeltaTable(uri, storage_options=storage_options)
-            .merge(
-                changes.to_arrow(),
-                predicate="t.submission_id = s.submission_id AND t.question_id = s.question_id",
-                source_alias="s",
-                target_alias="t",
+        dt = DeltaTable(uri, storage_options=storage_options)
+        total: dict = {}
+        for sl in merge_slices(dt):
+            part = changes.filter(sl.expr())
+            if part.height == 0:
+                continue
+            metrics = (
+                dt.merge(
+                    part.to_arrow(),
+                    predicate=f"{sl.sql('t.submission_id')} AND t.submission_id = s.submission_id "
+                    "AND t.question_id = s.question_id",
+                    source_alias="s",
+                    target_alias="t",
+                )
+                # the guard on versions keeps a stale plan from touching a newer version's rows
+                .when_matched_delete(predicate=f"s._action = 'delete' AND {SOURCE_IS_NEWER}")
+                .when_matched_update(updates=values, predicate=f"s._action = 'upsert' AND {SOURCE_IS_NEWER}")
+                .when_not_matched_insert(updates=values, predicate="s._action = 'upsert'")
+                .execute()
             )
-            # the guard on versions keeps a stale plan from touching a newer version's rows
-            .when_matched_delete(predicate=f"s._action = 'delete' AND {SOURCE_IS_NEWER}")
-            .when_matched_update(updates=values, predicate=f"s._action = 'upsert' AND {SOURCE_IS_NEWER}")
-            .when_not_matched_insert(updates=values, predicate="s._action = 'upsert'")
-            .execute()
-        )
-        return _outcome(uri, metrics, storage_options)
+            _sum_metrics(total, metrics)
+        return _outcome(uri, total, storage_options)
 
     outcome, n = with_retries(step, attempts=attempts)
     return _with_attempts(outcome, n)
