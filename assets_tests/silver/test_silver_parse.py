@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+import school_equity.silver.parse as parse_module
 from assets_tests.silver.silver_events import (
     T0,
     bronze_frame,
@@ -153,6 +154,18 @@ def test_fast_path_matches_reference_on_a_realistic_mix():
     assert fast.stats.fast_path > 2500
     assert_same_parse(fast, ref)
     assert fast.stats.records == fast.stats.valid_records + fast.stats.quarantined
+
+
+def test_fast_path_in_slices_gives_the_whole_batch_parse(monkeypatch):
+    """The fast path decodes a batch in slices of FAST_PATH_SLICE records; slice edges
+    (a submission's versions on both sides, malformed records) change nothing."""
+    values = synthetic_payloads(3000, seed=5, malformed_every=25)
+    b = bronze_frame(values)
+    whole = parse_batch(b)
+    monkeypatch.setattr(parse_module, "FAST_PATH_SLICE", 7)
+    sliced = parse_batch(b)
+    assert sliced.stats == whole.stats and sliced.stats.superseded_in_batch > 0
+    assert_same_parse(sliced, whole)
 
 
 # -- property: the fast path agrees with the reference on arbitrary near-valid payloads ---

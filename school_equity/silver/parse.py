@@ -339,6 +339,9 @@ def _utf8_or_none(v: bytes | None) -> str | None:
         return None
 
 
+FAST_PATH_SLICE = 25_000  # records the fast path decodes at once
+
+
 def _payload_text(values: pl.Series, chunk: int = 4096) -> pl.Series:
     """Payloads as UTF-8 text; null where the bytes are not UTF-8 (the reference says why).
 
@@ -530,8 +533,15 @@ def parse_batch(
     n = bronze.height
 
     if fast_path and n:
-        rows = bronze.select("_row", _text=_payload_text(bronze.get_column("value")))
-        fast_events, fast_answers = _fast_path(rows, catalog, dbns)
+        # in slices: the payload text and the regex captures of a whole 250k-record batch
+        # held at once were most of the Silver step's memory; records are independent here
+        parts = []
+        for start in range(0, n, FAST_PATH_SLICE):
+            part = bronze.slice(start, FAST_PATH_SLICE)
+            parts.append(_fast_path(part.select("_row", _text=_payload_text(part.get_column("value"))), catalog, dbns))
+        fast_events = pl.concat([e for e, _ in parts])
+        fast_answers = pl.concat([a for _, a in parts])
+        del parts
     else:
         fast_events = pl.DataFrame(schema=_EVENT_SCHEMA)
         fast_answers = pl.DataFrame(schema=_ANSWER_SCHEMA)
