@@ -198,6 +198,14 @@ def test_a_range_in_one_run_equals_batches_in_reverse_order(tmp_path, instance):
     assert sorted(m.partition for m in mats) == [B1, B2]
     assert all(m.metadata["batch_ids"].value == [B1, B2] for m in mats)
     assert "dagster/partition_row_count" not in mats[0].metadata
+    # the run reports each batch of the range, and the range's totals are their sums
+    md = {k: v.value if hasattr(v, "value") else v for k, v in mats[0].metadata.items()}
+    assert [b["batch_id"] for b in md["per_batch"]] == [B1, B2]
+    assert md["records"] == sum(b["records"] for b in md["per_batch"]) > 0
+    assert md["quarantined_records"] == sum(b["quarantined"] for b in md["per_batch"])
+    (qmat, _) = materializations(result, QUARANTINE_KEY)
+    qmd = {k: v.value if hasattr(v, "value") else v for k, v in qmat.metadata.items()}
+    assert sum(qmd["quarantined_by_reason"].values()) == md["quarantined_records"]
     assert run(reverse, instance, B2).success and run(reverse, instance, B1).success
     for x, y in zip(tables(ranged), tables(reverse), strict=True):
         assert x.equals(y)

@@ -6,6 +6,7 @@ Thin glue: parsing is ``silver.parse``, merging ``silver.merge``, validation
 """
 
 from collections import Counter
+from dataclasses import dataclass
 
 import dagster as dg
 import polars as pl
@@ -42,7 +43,7 @@ from school_equity.silver.merge import (
     table_exists,
     table_row_count,
 )
-from school_equity.silver.parse import ParsedBatch, parse_batch
+from school_equity.silver.parse import ParsedBatch, ParseStats, parse_batch
 
 BRONZE_EVENTS_KEY = dg.AssetKey(["bronze", "survey_events"])
 SUBMISSIONS_KEY = dg.AssetKey(["silver", "survey_submissions"])
@@ -131,10 +132,29 @@ def _process(context: dg.AssetExecutionContext, lake: Lake, tables: SilverTables
     return parsed, merged
 
 
-def _batch_summary(key: str, parsed: ParsedBatch, merged: BatchMerge) -> dict:
+@dataclass(frozen=True)
+class _MergedBatch:
+    """What the step reports about one batch once it is merged: counts, not frames (a
+    range run would otherwise hold every batch's parsed frames until its last batch)."""
+
+    key: str
+    stats: ParseStats
+    rows: dict[str, int]  # parsed rows per Silver table: submissions, answers, quarantine
+    by_reason: Counter
+    merged: BatchMerge
+
+    @classmethod
+    def of(cls, key: str, parsed: ParsedBatch, merged: BatchMerge) -> "_MergedBatch":
+        rows = {"submissions": parsed.submissions.height, "answers": parsed.answers.height,
+                "quarantine": parsed.quarantine.height}
+        return cls(key, parsed.stats, rows, Counter(parsed.quarantine.get_column("reason_code").to_list()), merged)
+
+
+def _batch_summary(b: _MergedBatch) -> dict:
+    key, merged = b.key, b.merged
     return {
         "batch_id": key,
-        **parsed.stats.as_dict(),
+        **b.stats.as_dict(),
         "submissions_inserted": merged.submissions.inserted,
         "submissions_updated": merged.submissions.updated,
         "answers_inserted": merged.answers.inserted,
@@ -173,52 +193,50 @@ def silver_survey_stream(context: dg.AssetExecutionContext, lake: LakeResource):
     the_lake = lake.get_lake()
     tables = SilverTables.in_lake(the_lake)
     keys = sorted(context.partition_keys, key=batch_seq)
-    batches = [(key, *_process(context, the_lake, tables, key)) for key in keys]
+    batches = [_MergedBatch.of(key, *_process(context, the_lake, tables, key)) for key in keys]
 
     def total(attr: str, field: str) -> int:
-        return sum(getattr(getattr(m, attr), field) for _, _, m in batches)
+        return sum(getattr(getattr(b.merged, attr), field) for b in batches)
 
-    last = batches[-1][2]
-    summary = [_batch_summary(k, p, m) for k, p, m in batches]
+    last = batches[-1].merged
+    summary = [_batch_summary(b) for b in batches]
     single = len(batches) == 1
     run_stats = {
         "batches": len(batches),
         "batch_ids": dg.MetadataValue.json(keys),
-        "records": sum(p.stats.records for _, p, _ in batches),
-        "valid_records": sum(p.stats.valid_records for _, p, _ in batches),
-        "quarantined_records": sum(p.stats.quarantined for _, p, _ in batches),
+        "records": sum(b.stats.records for b in batches),
+        "valid_records": sum(b.stats.valid_records for b in batches),
+        "quarantined_records": sum(b.stats.quarantined for b in batches),
         "per_batch": dg.MetadataValue.json(summary),
     }
 
-    def partition_rows(frame_of) -> dict:
-        return {"dagster/partition_row_count": frame_of(batches[0][1]).height} if single else {}
+    def partition_rows(table: str) -> dict:
+        return {"dagster/partition_row_count": batches[0].rows[table]} if single else {}
 
     yield dg.MaterializeResult(
         asset_key=SUBMISSIONS_KEY,
         metadata={
             **_table_metadata(the_lake, SUBMISSIONS_KEY, last.submissions.version),
-            **partition_rows(lambda p: p.submissions),
+            **partition_rows("submissions"),
             **run_stats,
             "inserted": total("submissions", "inserted"),
             "updated": total("submissions", "updated"),
-            "superseded_in_batch": sum(p.stats.superseded_in_batch for _, p, _ in batches),
-            "fast_path_records": sum(p.stats.fast_path for _, p, _ in batches),
+            "superseded_in_batch": sum(b.stats.superseded_in_batch for b in batches),
+            "fast_path_records": sum(b.stats.fast_path for b in batches),
         },
     )
     yield dg.MaterializeResult(
         asset_key=ANSWERS_KEY,
         metadata={
             **_table_metadata(the_lake, ANSWERS_KEY, last.answers.version),
-            **partition_rows(lambda p: p.answers),
+            **partition_rows("answers"),
             "batches": len(batches),
             "inserted": total("answers", "inserted"),
             "updated": total("answers", "updated"),
             "deleted": total("answers", "deleted"),
         },
     )
-    by_reason = Counter()
-    for _, p, _ in batches:
-        by_reason.update(p.quarantine.get_column("reason_code").to_list())
+    by_reason = sum((b.by_reason for b in batches), Counter())
     table_by_reason = dict(
         read_silver_table(the_lake, QUARANTINE_TABLE, SilverSurveyQuarantine)
         .group_by("reason_code").len().sort("reason_code").iter_rows()
@@ -227,7 +245,7 @@ def silver_survey_stream(context: dg.AssetExecutionContext, lake: LakeResource):
         asset_key=QUARANTINE_KEY,
         metadata={
             **_table_metadata(the_lake, QUARANTINE_KEY, last.quarantine.version),
-            **partition_rows(lambda p: p.quarantine),
+            **partition_rows("quarantine"),
             "batches": len(batches),
             "inserted": total("quarantine", "inserted"),
             "quarantined_by_reason": dg.MetadataValue.json({r: by_reason.get(r, 0) for r in QUARANTINE_REASONS}),
