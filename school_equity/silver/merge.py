@@ -52,8 +52,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import polars as pl
+import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.table import TableMerger
 
 from school_equity.lake import Lake
 from school_equity.silver.parse import ParsedBatch
@@ -177,7 +179,7 @@ def _create(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | Non
     key range (see KEY_SLICE_BOUNDS); a crash between them leaves a table the re-run
     merges the rest into."""
     if sliced:
-        version = _write_sliced(uri, frame, storage_options, mode="error") - 1
+        version = _create_sliced(uri, frame, storage_options) - 1
     else:
         write_deltalake(uri, frame.to_arrow(), mode="error", storage_options=storage_options)
         version = 0
@@ -257,9 +259,9 @@ def merge_slices(dt: DeltaTable, column: str = "submission_id") -> list[KeySlice
     return slices
 
 
-def _write_sliced(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | None, *, mode: str) -> int:
-    """Write ``frame`` one slice per commit so that each file holds one key range; the
-    first commit uses ``mode`` ("error" to create: losing a creation race fails it and
+def _create_sliced(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | None) -> int:
+    """Create the table from ``frame`` one slice per commit so that each file holds one
+    key range; the first commit uses mode="error" (losing a creation race fails it and
     the caller retries as a merge). Returns the number of commits."""
     commits = 0
     slices = key_slices()
@@ -268,16 +270,29 @@ def _write_sliced(uri: str, frame: pl.DataFrame, storage_options: dict[str, str]
         # an empty frame still creates the table (with the last slice, nothing before it)
         if part.height == 0 and not (commits == 0 and i == len(slices) - 1):
             continue
-        write_deltalake(uri, part.to_arrow(), mode=mode if commits == 0 else "append",
+        write_deltalake(uri, part.to_arrow(), mode="error" if commits == 0 else "append",
                         storage_options=storage_options)
         commits += 1
     return commits
 
 
-def _sum_metrics(total: dict, metrics: dict) -> dict:
-    for k in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted"):
-        total[k] = total.get(k, 0) + int(metrics.get(k, 0))
-    return total
+def _merge_by_slices(
+    uri: str, source: pl.DataFrame, storage_options: dict[str, str] | None,
+    merger: Callable[[DeltaTable, pa.Table, str], TableMerger],
+) -> MergeOutcome:
+    """Run one delta-rs merge per slice of ``merge_slices`` that ``source`` has rows in;
+    ``merger(dt, slice_rows, slice_predicate)`` builds the merge (its predicate must
+    start with ``slice_predicate`` so delta-rs skips the other slices' files)."""
+    dt = DeltaTable(uri, storage_options=storage_options)
+    total: dict[str, int] = {}
+    for sl in merge_slices(dt):
+        part = source.filter(sl.expr())
+        if part.height == 0:
+            continue
+        metrics = merger(dt, part.to_arrow(), sl.sql("t.submission_id")).execute()
+        for k in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted"):
+            total[k] = total.get(k, 0) + int(metrics.get(k, 0))
+    return _outcome(uri, total, storage_options)
 
 
 # -- the three tables ----------------------------------------------------------------
@@ -291,27 +306,13 @@ def merge_submissions(
             return _create(uri, submissions, storage_options, sliced=True)
         if submissions.height == 0:
             return MergeOutcome(uri, table_version(uri, storage_options))
-        dt = DeltaTable(uri, storage_options=storage_options)
         source = _align(submissions, _scan(uri, storage_options).collect_schema())
-        total: dict = {}
-        for sl in merge_slices(dt):
-            part = source.filter(sl.expr())
-            if part.height == 0:
-                continue
-            metrics = (
-                dt.merge(
-                    part.to_arrow(),
-                    predicate=f"{sl.sql('t.submission_id')} AND t.submission_id = s.submission_id",
-                    source_alias="s",
-                    target_alias="t",
-                    merge_schema=True,
-                )
-                .when_matched_update_all(predicate=SOURCE_IS_NEWER)
-                .when_not_matched_insert_all()
-                .execute()
-            )
-            _sum_metrics(total, metrics)
-        return _outcome(uri, total, storage_options)
+        return _merge_by_slices(uri, source, storage_options, lambda dt, rows, in_slice: (
+            dt.merge(rows, predicate=f"{in_slice} AND t.submission_id = s.submission_id",
+                     source_alias="s", target_alias="t", merge_schema=True)
+            .when_matched_update_all(predicate=SOURCE_IS_NEWER)
+            .when_not_matched_insert_all()
+        ))
 
     outcome, n = with_retries(step, attempts=attempts)
     return _with_attempts(outcome, n)
@@ -381,28 +382,14 @@ def merge_answers(
             return MergeOutcome(uri, table_version(uri, storage_options))
         columns = [c for c in changes.columns if c != "_action"]
         values = {c: f"s.{c}" for c in columns}
-        dt = DeltaTable(uri, storage_options=storage_options)
-        total: dict = {}
-        for sl in merge_slices(dt):
-            part = changes.filter(sl.expr())
-            if part.height == 0:
-                continue
-            metrics = (
-                dt.merge(
-                    part.to_arrow(),
-                    predicate=f"{sl.sql('t.submission_id')} AND t.submission_id = s.submission_id "
-                    "AND t.question_id = s.question_id",
-                    source_alias="s",
-                    target_alias="t",
-                )
-                # the guard on versions keeps a stale plan from touching a newer version's rows
-                .when_matched_delete(predicate=f"s._action = 'delete' AND {SOURCE_IS_NEWER}")
-                .when_matched_update(updates=values, predicate=f"s._action = 'upsert' AND {SOURCE_IS_NEWER}")
-                .when_not_matched_insert(updates=values, predicate="s._action = 'upsert'")
-                .execute()
-            )
-            _sum_metrics(total, metrics)
-        return _outcome(uri, total, storage_options)
+        return _merge_by_slices(uri, changes, storage_options, lambda dt, rows, in_slice: (
+            dt.merge(rows, predicate=f"{in_slice} AND t.submission_id = s.submission_id "
+                     "AND t.question_id = s.question_id", source_alias="s", target_alias="t")
+            # the guard on versions keeps a stale plan from touching a newer version's rows
+            .when_matched_delete(predicate=f"s._action = 'delete' AND {SOURCE_IS_NEWER}")
+            .when_matched_update(updates=values, predicate=f"s._action = 'upsert' AND {SOURCE_IS_NEWER}")
+            .when_not_matched_insert(updates=values, predicate="s._action = 'upsert'")
+        ))
 
     outcome, n = with_retries(step, attempts=attempts)
     return _with_attempts(outcome, n)
