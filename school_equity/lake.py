@@ -16,7 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 
 def _s3_env() -> dict[str, str]:
@@ -85,6 +87,12 @@ class Lake:
         fs, path = self._path(rel)
         with fs.open_input_stream(path) as f:
             return f.read()
+
+    def read_parquet(self, rel: str) -> pa.Table:
+        """A Parquet file of the lake, read through the filesystem (no copy of its bytes)."""
+        fs, path = self._path(rel)
+        with fs.open_input_file(path) as f:
+            return pq.ParquetFile(f).read()
 
     def list(self, prefix: str) -> list[str]:
         """Relative paths of the files under ``prefix`` (recursive), sorted."""

@@ -15,8 +15,11 @@ from school_equity.contracts.checks import (
     ContractViolation,
     contract_check_name,
     contract_checks,
+    duplicate_keys,
+    rows_sharing_keys,
     table_schema,
     unique_key_check_name,
+    unique_key_check_result,
     validate_frame,
     validate_or_raise,
 )
@@ -165,3 +168,48 @@ def test_generated_checks_are_blocking_by_default():
     (nb,) = contract_checks(["test", "answers"], Answers, read_table, blocking=False, unique_key=["submission_id"])
     assert not any(s.blocking for s in nb.check_specs)
     assert "(submission_id)" in {s.name: s for s in nb.check_specs}["unique_key_answers"].description
+
+
+def _shared_case():
+    table = pl.DataFrame({
+        "submission_id": ["a", "a", "b", "c", "d", "d", "e"],
+        "question_id": ["q1", "q2", "q1", "q1", "q1", "q1", "q9"],
+        "n": range(7),
+    })
+    wanted = pl.DataFrame({"submission_id": ["a", "d", "x"], "question_id": ["q1", "q1", "q1"]})
+    return table, wanted
+
+
+def test_rows_sharing_keys_counts_the_sharing_rows_and_finds_the_duplicate():
+    table, wanted = _shared_case()
+    shared = rows_sharing_keys(table.lazy(), wanted, ["submission_id", "question_id"])
+    # (a, q1) once, (d, q1) twice, (x, q1) not in the table
+    assert shared.rows == 3
+    dups = duplicate_keys(shared.candidates, ["submission_id", "question_id"])
+    assert dups.rows() == [("d", "q1", 2)]
+
+
+@pytest.mark.parametrize("buckets", [1, 2, 3])
+def test_rows_sharing_keys_is_exact_when_hashes_collide(monkeypatch, buckets):
+    """A weak hash (every key in a few buckets) makes unrelated keys look repeated; comparing
+    the candidates' real keys must still find exactly the one duplicate."""
+    from school_equity.contracts import checks
+
+    monkeypatch.setattr(checks, "key_hash", lambda key: pl.struct(list(key)).hash(seed=0) % buckets)
+    table, wanted = _shared_case()
+    shared = rows_sharing_keys(table.lazy(), wanted, ["submission_id", "question_id"])
+    if buckets == 1:
+        assert shared.rows == table.height  # every row collides with a wanted key
+    assert shared.candidates.height >= 2
+    assert duplicate_keys(shared.candidates, ["submission_id", "question_id"]).rows() == [("d", "q1", 2)]
+    result = unique_key_check_result(shared, ["submission_id", "question_id"], check_name="unique")
+    assert not result.passed and result.metadata["duplicate_keys"].value == 1
+    assert result.metadata["rows_checked"].value == shared.rows
+
+
+def test_rows_sharing_keys_without_repeats_reads_no_candidates():
+    table, wanted = _shared_case()
+    shared = rows_sharing_keys(table.lazy(), wanted.head(1), ["submission_id", "question_id"])
+    assert shared.rows == 1 and shared.candidates.height == 0
+    assert shared.candidates.columns == ["submission_id", "question_id"]
+    assert unique_key_check_result(shared, ["submission_id", "question_id"], check_name="unique").passed

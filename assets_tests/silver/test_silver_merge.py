@@ -375,3 +375,42 @@ def test_a_table_whose_files_span_slices_is_merged_whole(tmp_path):
     assert_matches_expected(legacy, first + second)
     for x, y in zip(state(sliced), state(legacy), strict=True):
         assert_frame_equal(x, y)
+
+
+def test_batch_check_reads_range_by_range_and_finds_what_the_whole_tables_show(tmp_path):
+    """The answers/submissions consistency check of a batch run reads one key range at a
+    time; inconsistencies planted in three ranges are all found, as a whole-table read finds
+    them, on the clustered layout and on a legacy one-file layout alike."""
+    from school_equity.silver.assets import batch_inconsistencies
+    from school_equity.silver.merge import answers_inconsistencies
+
+    ids = [f"{c}{n}-x" for c in "0123456789abcdef" for n in range(2)]
+    first = _records(ids, minute=0, first_offset=0)
+    second = _records(["30-x", "f1-x", "c9-new"], minute=5, first_offset=len(first))
+    lake = Lake(str(tmp_path / "sliced"))
+    tables = SilverTables.in_lake(lake)
+    merge_all(tables, [batch_frame(first, 0), batch_frame(second, 1)])
+    answers = read_table(tables.answers)
+    row = answers.filter(pl.col("submission_id") == "00-x").head(1)
+    planted = [
+        row.with_columns(question_id=pl.lit("P05")),  # an answer the winning version does not have
+        row.with_columns(submission_id=pl.lit("7z-orphan"), batch_seq=pl.lit(1, pl.Int64),
+                         batch_id=pl.lit("b000000001")),  # an answer of no submission, written by batch 1
+        answers.filter(pl.col("submission_id") == "f1-x").head(1).with_columns(
+            question_id=pl.lit("P03"), kafka_offset=pl.lit(0, pl.Int64)),  # a superseded version's answer
+    ]
+    for extra in planted:  # one file each, so the table stays one range per file
+        write_deltalake(tables.answers, extra.select(answers.columns).to_arrow(), mode="append")
+    assert merge_slices(DeltaTable(tables.answers)) == key_slices()
+
+    whole = answers_inconsistencies(read_table(tables.submissions), read_table(tables.answers))
+    assert sorted(whole.get_column("submission_id").to_list()) == ["00-x", "7z-orphan", "f1-x"]
+    assert_frame_equal(batch_inconsistencies(lake, [0, 1]), whole)
+    # batch 1 wrote f1-x and the orphan; 00-x is batch 0's
+    assert batch_inconsistencies(lake, [1]).get_column("submission_id").to_list() == ["7z-orphan", "f1-x"]
+
+    legacy = Lake(str(tmp_path / "legacy"))
+    for name in ("survey_submissions", "survey_answers"):
+        write_deltalake(legacy.uri(f"silver/{name}"), read_table(lake.uri(f"silver/{name}")).to_arrow())
+    assert merge_slices(DeltaTable(legacy.uri("silver/survey_answers"))) == WHOLE_TABLE
+    assert_frame_equal(batch_inconsistencies(legacy, [0, 1]), whole)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import polars as pl
 import pyarrow as pa
 
@@ -39,5 +37,16 @@ def read_batch(lake: Lake, batch_id: str) -> pl.DataFrame:
     files = [f for f in lake.list(batch_dir(batch_id)) if f.endswith(".parquet")]
     if not files:
         return pl.from_arrow(BRONZE_SCHEMA.empty_table())
-    frames = [pl.read_parquet(io.BytesIO(lake.read_bytes(f))) for f in files]
-    return pl.concat(frames, how="vertical").sort(["partition", "offset"])
+    frames = [pl.from_arrow(lake.read_parquet(f)) for f in files]
+    # range files are each in offset order: put them in (partition, offset) order and the
+    # batch needs no sort (a sort copies the whole batch, payloads included)
+    frames.sort(key=lambda f: f.select(pl.col("partition").first(), pl.col("offset").first()).row(0)
+                if f.height else (-1, -1))
+    df = pl.concat(frames, how="vertical")
+    return df if _in_key_order(df) else df.sort(["partition", "offset"])
+
+
+def _in_key_order(df: pl.DataFrame) -> bool:
+    """Whether (partition, offset) strictly increases row by row."""
+    step = pl.col("partition").diff()
+    return bool(df.select(((step > 0) | ((step == 0) & (pl.col("offset").diff() > 0))).all()).item())

@@ -33,8 +33,8 @@ from school_equity.lake import Lake
 
 Contract = type[pa.DataFrameModel]
 ReadTable = Callable[[Lake], pl.DataFrame]
-# (lake, partition keys, table key) -> (rows those partitions wrote, key columns of every row sharing their keys)
-ReadPartitions = Callable[[Lake, list[str], list[str]], tuple[pl.DataFrame, pl.DataFrame]]
+# (lake, partition keys, table key) -> (rows those partitions wrote, the table's rows sharing their keys)
+ReadPartitions = Callable[[Lake, list[str], list[str]], tuple[pl.DataFrame, "SharedKeys"]]
 
 
 def with_metadata(
@@ -241,6 +241,51 @@ def validate_or_raise(df: pl.DataFrame, contract: Contract, table: str | None = 
     return df
 
 
+def key_hash(key: Sequence[str]) -> pl.Expr:
+    """A 64-bit hash of a row's key columns (polars' hash: the same within one process)."""
+    return pl.struct(list(key)).hash(seed=0)
+
+
+@dataclass(frozen=True)
+class SharedKeys:
+    """What a partition-scoped unique-key check needs of the whole table: how many of its
+    rows share a key with the checked rows (``rows``), and the key columns of every row
+    whose key hash occurs more than once among those (``candidates``; a real duplicate
+    is always among them, a hash collision is resolved by comparing the keys)."""
+
+    rows: int
+    candidates: pl.DataFrame
+
+    @classmethod
+    def of_frame(cls, df: pl.DataFrame, key: Sequence[str]) -> SharedKeys:
+        """A frame checked whole: every row is a candidate."""
+        return cls(df.height, df.select(list(key)))
+
+
+def rows_sharing_keys(table: pl.LazyFrame, wanted: pl.DataFrame, key: Sequence[str]) -> SharedKeys:
+    """The rows of ``table`` that share a key with ``wanted``'s rows, read as key hashes.
+
+    A semi-join on the key columns builds a hash table of every wanted key (for a batch of
+    the answers table, 1.4M pairs of strings) and held about 500 MiB; a set of 64-bit
+    hashes is 8 bytes a key, and the key columns themselves are read again only for the
+    hashes that repeat (none, when the key holds).
+    """
+    key = list(key)
+    hashed = key_hash(key).alias("_key_hash")
+    wanted_hashes = wanted.select(hashed).get_column("_key_hash").unique()
+    matched = (
+        table.select(hashed)
+        .filter(pl.col("_key_hash").is_in(wanted_hashes.implode()))
+        .collect(engine="streaming")
+        .get_column("_key_hash")
+    )
+    repeated = matched.value_counts().filter(pl.col("count") > 1).get_column("_key_hash")
+    if repeated.len() == 0:
+        return SharedKeys(matched.len(), table.select(key).head(0).collect())
+    candidates = table.select(key).filter(key_hash(key).is_in(repeated.implode())).collect(engine="streaming")
+    return SharedKeys(matched.len(), candidates)
+
+
 def duplicate_keys(df: pl.DataFrame, key: Sequence[str]) -> pl.DataFrame:
     """Key values that occur more than once, with their count (column ``_count``)."""
     if df.height == 0:
@@ -317,8 +362,11 @@ def contract_check_result(
     )
 
 
-def unique_key_check_result(df: pl.DataFrame, key: Sequence[str], *, check_name: str) -> dg.AssetCheckResult:
-    dups = duplicate_keys(df, key)
+def unique_key_check_result(
+    df: pl.DataFrame | SharedKeys, key: Sequence[str], *, check_name: str
+) -> dg.AssetCheckResult:
+    shared = df if isinstance(df, SharedKeys) else SharedKeys.of_frame(df, key)
+    dups = duplicate_keys(shared.candidates, key)
     sample = [{k: _clip(v) for k, v in r.items()} for r in dups.head(SAMPLE_SIZE).to_dicts()]
     extra_rows = int(dups.get_column("_count").sum() - dups.height) if dups.height else 0
     return dg.AssetCheckResult(
@@ -328,7 +376,7 @@ def unique_key_check_result(df: pl.DataFrame, key: Sequence[str], *, check_name:
         description=None if dups.height == 0 else f"{dups.height} key value(s) of ({', '.join(key)}) occur more than once",
         metadata={
             "key": ", ".join(key),
-            "rows_checked": df.height,
+            "rows_checked": shared.rows,
             "duplicate_keys": dups.height,
             "extra_rows": extra_rows,
             "duplicate_sample": dg.MetadataValue.json(sample),
@@ -360,9 +408,9 @@ def contract_checks(
     ``read_partitions(lake, partition_keys, key)``, for a table that grows by
     partition (the stream's batches), scopes a partitioned run's checks to what it
     wrote: it returns the rows those partitions wrote (validated against every rule)
-    and the table's key columns for every row sharing a key with them (so a duplicate
-    of an older row still shows). Memory and time then follow the batch, not the
-    table. Runs without a partition check the whole table.
+    and the table's rows sharing a key with them as ``SharedKeys`` (see
+    ``rows_sharing_keys``; a duplicate of an older row still shows). Memory and time
+    then follow the batch, not the table. Runs without a partition check the whole table.
     """
     key = dg.AssetKey.from_coercible(asset_key)
     table_key = list(unique_key) if unique_key is not None else contract_key(contract)
@@ -401,7 +449,7 @@ def contract_checks(
             scope = {"scope": f"rows written by {len(partitions)} partition(s): {partitions[0]}..{partitions[-1]}"}
         else:
             df = read_table(lake)
-            keys = df
+            keys = SharedKeys.of_frame(df, table_key)
             scope = {"scope": "whole table"}
         result = contract_check_result(df, contract, check_name=contract_name, check_unique=not table_key)
         yield with_metadata(result, scope)

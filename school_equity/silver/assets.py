@@ -10,12 +10,15 @@ from dataclasses import dataclass
 
 import dagster as dg
 import polars as pl
+from deltalake import DeltaTable
 
 from school_equity.bronze.store import batch_dir, read_batch
 from school_equity.contracts.checks import (
+    SharedKeys,
     contract_check_name,
     contract_checks,
     empty_frame,
+    rows_sharing_keys,
     run_partition_keys,
     table_schema,
     unique_key_check_name,
@@ -35,10 +38,13 @@ from school_equity.silver.merge import (
     ANSWERS_TABLE,
     QUARANTINE_TABLE,
     SUBMISSIONS_TABLE,
+    WHOLE_TABLE,
     BatchMerge,
+    KeySlice,
     SilverTables,
     answers_inconsistencies,
     merge_batch,
+    merge_slices,
     read_table,
     table_exists,
     table_row_count,
@@ -275,15 +281,40 @@ def _batch_seqs(partition_keys: list[str]) -> list[int]:
 
 def _partition_reader(table: str, contract):
     """The rows the run's batches wrote (a Silver row carries the batch that last wrote it),
-    and the key columns of every row of the table that shares a key with them."""
+    and the table's rows that share a key with them (``rows_sharing_keys``)."""
 
-    def read(lake: Lake, partition_keys: list[str], key: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def read(lake: Lake, partition_keys: list[str], key: list[str]) -> tuple[pl.DataFrame, SharedKeys]:
         scan = _scan_silver(lake, table, contract)
         rows = scan.filter(pl.col("batch_seq").is_in(_batch_seqs(partition_keys))).collect()
-        keys = scan.select(key).join(rows.lazy().select(key), on=key, how="semi").collect() if key else rows
+        keys = rows_sharing_keys(scan, rows.select(key), key) if key else SharedKeys(rows.height, rows.head(0))
         return rows, keys
 
     return read
+
+
+def batch_inconsistencies(lake: Lake, seqs: list[int]) -> pl.DataFrame:
+    """``answers_inconsistencies`` of the submissions the batches ``seqs`` wrote, every
+    answer row of theirs, and every answer row those batches wrote. A submission and its
+    answers are in one key range, so this reads and checks one range at a time (the
+    whole tables at once were the run's memory peak after the merge)."""
+    parts = []
+    for sl in _check_slices(lake):
+        subs = _scan_silver(lake, SUBMISSIONS_TABLE, SilverSurveySubmissions).filter(
+            sl.expr()).filter(pl.col("batch_seq").is_in(seqs)).collect()
+        ids = subs.get_column("submission_id").implode()
+        answers = _scan_silver(lake, ANSWERS_TABLE, SilverSurveyAnswers).filter(sl.expr()).filter(
+            pl.col("submission_id").is_in(ids) | pl.col("batch_seq").is_in(seqs)).collect()
+        parts.append(answers_inconsistencies(subs, answers))
+    return pl.concat(parts)
+
+
+def _check_slices(lake: Lake) -> list[KeySlice]:
+    """The key ranges to read the answers table in: its merge slices (one range per file;
+    the whole table for a layout whose files span ranges)."""
+    uri, opts = lake.uri(ANSWERS_TABLE), lake.storage_options()
+    if not table_exists(uri, opts):
+        return WHOLE_TABLE
+    return merge_slices(DeltaTable(uri, storage_options=opts))
 
 
 @dg.asset_check(
@@ -301,18 +332,13 @@ def answers_match_winning_versions(context: dg.AssetCheckExecutionContext) -> dg
     if keys:
         # the submissions the run's batches wrote, every answer row of theirs, and every
         # answer row those batches wrote (an answer of no such submission is a problem)
-        seqs = _batch_seqs(keys)
-        subs = _scan_silver(lake, SUBMISSIONS_TABLE, SilverSurveySubmissions).filter(
-            pl.col("batch_seq").is_in(seqs)).collect()
-        ids = subs.get_column("submission_id").implode()
-        answers = _scan_silver(lake, ANSWERS_TABLE, SilverSurveyAnswers).filter(
-            pl.col("submission_id").is_in(ids) | pl.col("batch_seq").is_in(seqs)).collect()
+        bad = batch_inconsistencies(lake, _batch_seqs(keys))
         scope = f"rows written by {len(keys)} batch(es): {keys[0]}..{keys[-1]}"
     else:
         subs = read_silver_table(lake, SUBMISSIONS_TABLE, SilverSurveySubmissions)
         answers = read_silver_table(lake, ANSWERS_TABLE, SilverSurveyAnswers)
         scope = "whole tables"
-    bad = answers_inconsistencies(subs, answers)
+        bad = answers_inconsistencies(subs, answers)
     return dg.AssetCheckResult(
         passed=bad.height == 0,
         severity=dg.AssetCheckSeverity.ERROR,

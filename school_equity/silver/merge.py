@@ -277,17 +277,19 @@ def _create_sliced(uri: str, frame: pl.DataFrame, storage_options: dict[str, str
 
 
 def _merge_by_slices(
-    uri: str, source: pl.DataFrame, storage_options: dict[str, str] | None,
+    uri: str, source: Callable[[KeySlice], pl.DataFrame | None], storage_options: dict[str, str] | None,
     merger: Callable[[DeltaTable, pa.Table, str], TableMerger],
 ) -> MergeOutcome:
-    """Run one delta-rs merge per slice of ``merge_slices`` that ``source`` has rows in;
-    ``merger(dt, slice_rows, slice_predicate)`` builds the merge (its predicate must
-    start with ``slice_predicate`` so delta-rs skips the other slices' files)."""
+    """Run one delta-rs merge per slice of ``merge_slices``: ``source(slice)`` gives that
+    slice's source rows (None or empty: nothing to merge there), and
+    ``merger(dt, slice_rows, slice_predicate)`` builds the merge (its predicate must start
+    with ``slice_predicate`` so delta-rs skips the other slices' files). The source is
+    built slice by slice so that what it joins against the table is a slice's too."""
     dt = DeltaTable(uri, storage_options=storage_options)
     total: dict[str, int] = {}
     for sl in merge_slices(dt):
-        part = source.filter(sl.expr())
-        if part.height == 0:
+        part = source(sl)
+        if part is None or part.height == 0:
             continue
         metrics = merger(dt, part.to_arrow(), sl.sql("t.submission_id")).execute()
         for k in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted"):
@@ -307,7 +309,7 @@ def merge_submissions(
         if submissions.height == 0:
             return MergeOutcome(uri, table_version(uri, storage_options))
         source = _align(submissions, _scan(uri, storage_options).collect_schema())
-        return _merge_by_slices(uri, source, storage_options, lambda dt, rows, in_slice: (
+        return _merge_by_slices(uri, lambda sl: source.filter(sl.expr()), storage_options, lambda dt, rows, in_slice: (
             dt.merge(rows, predicate=f"{in_slice} AND t.submission_id = s.submission_id",
                      source_alias="s", target_alias="t", merge_schema=True)
             .when_matched_update_all(predicate=SOURCE_IS_NEWER)
@@ -371,18 +373,25 @@ def merge_answers(
         if not table_exists(uri, storage_options):
             return _create(uri, answers.join(winners, on=[*SUBMISSION_KEY, *VERSION_COLUMNS], how="semi"),
                            storage_options, sliced=True)
-        existing = (
-            _scan(uri, storage_options)
-            .select(*ANSWER_KEY, *VERSION_COLUMNS)
-            .filter(pl.col("submission_id").is_in(winners.get_column("submission_id").implode()))
-            .collect()
-        )
-        changes = answers_changes(answers, winners, existing)
-        if changes.height == 0:
-            return MergeOutcome(uri, table_version(uri, storage_options))
-        columns = [c for c in changes.columns if c != "_action"]
+        columns = answers.columns
         values = {c: f"s.{c}" for c in columns}
-        return _merge_by_slices(uri, changes, storage_options, lambda dt, rows, in_slice: (
+
+        def changes_in(sl: KeySlice) -> pl.DataFrame | None:
+            # the slice's winners, their rows in the table, the changes: the joins hold one
+            # slice of the batch at a time (all at once, they were the step's memory peak)
+            won = winners.filter(sl.expr())
+            if won.height == 0:
+                return None
+            existing = (
+                _scan(uri, storage_options)
+                .filter(sl.expr())
+                .select(*ANSWER_KEY, *VERSION_COLUMNS)
+                .filter(pl.col("submission_id").is_in(won.get_column("submission_id").implode()))
+                .collect()
+            )
+            return answers_changes(answers.filter(sl.expr()), won, existing)
+
+        return _merge_by_slices(uri, changes_in, storage_options, lambda dt, rows, in_slice: (
             dt.merge(rows, predicate=f"{in_slice} AND t.submission_id = s.submission_id "
                      "AND t.question_id = s.question_id", source_alias="s", target_alias="t")
             # the guard on versions keeps a stale plan from touching a newer version's rows
