@@ -298,11 +298,13 @@ def batch_inconsistencies(lake: Lake, seqs: list[int]) -> pl.DataFrame:
     answers are in one key range, so this reads and checks one range at a time (the
     whole tables at once were the run's memory peak after the merge)."""
     parts = []
+    # one snapshot of each table (each scan reads the Delta log once), read range by range
+    submissions = _scan_silver(lake, SUBMISSIONS_TABLE, SilverSurveySubmissions)
+    all_answers = _scan_silver(lake, ANSWERS_TABLE, SilverSurveyAnswers)
     for sl in _check_slices(lake):
-        subs = _scan_silver(lake, SUBMISSIONS_TABLE, SilverSurveySubmissions).filter(
-            sl.expr()).filter(pl.col("batch_seq").is_in(seqs)).collect()
+        subs = submissions.filter(sl.expr()).filter(pl.col("batch_seq").is_in(seqs)).collect()
         ids = subs.get_column("submission_id").implode()
-        answers = _scan_silver(lake, ANSWERS_TABLE, SilverSurveyAnswers).filter(sl.expr()).filter(
+        answers = all_answers.filter(sl.expr()).filter(
             pl.col("submission_id").is_in(ids) | pl.col("batch_seq").is_in(seqs)).collect()
         parts.append(answers_inconsistencies(subs, answers))
     return pl.concat(parts)

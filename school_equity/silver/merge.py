@@ -375,6 +375,9 @@ def merge_answers(
                            storage_options, sliced=True)
         columns = answers.columns
         values = {c: f"s.{c}" for c in columns}
+        # one snapshot for every slice (a slice's rows are untouched by the other slices'
+        # merges), so the log is read once per attempt, not once per slice
+        table = _scan(uri, storage_options)
 
         def changes_in(sl: KeySlice) -> pl.DataFrame | None:
             # the slice's winners, their rows in the table, the changes: the joins hold one
@@ -383,7 +386,7 @@ def merge_answers(
             if won.height == 0:
                 return None
             existing = (
-                _scan(uri, storage_options)
+                table
                 .filter(sl.expr())
                 .select(*ANSWER_KEY, *VERSION_COLUMNS)
                 .filter(pl.col("submission_id").is_in(won.get_column("submission_id").implode()))
