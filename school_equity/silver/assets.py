@@ -292,16 +292,24 @@ def _partition_reader(table: str, contract):
     return read
 
 
-def batch_inconsistencies(lake: Lake, seqs: list[int]) -> pl.DataFrame:
+# from this many submissions written by the run, the consistency check reads range by range
+RANGE_READ_FROM = 20_000
+
+
+def batch_inconsistencies(lake: Lake, seqs: list[int], *, by_range_from: int = RANGE_READ_FROM) -> pl.DataFrame:
     """``answers_inconsistencies`` of the submissions the batches ``seqs`` wrote, every
-    answer row of theirs, and every answer row those batches wrote. A submission and its
-    answers are in one key range, so this reads and checks one range at a time (the
-    whole tables at once were the run's memory peak after the merge)."""
-    parts = []
-    # one snapshot of each table (each scan reads the Delta log once), read range by range
+    answer row of theirs, and every answer row those batches wrote.
+
+    A submission and its answers are in one key range, so a large run is read and checked
+    one range at a time (the whole tables at once were the run's memory peak after the
+    merge); a run that wrote fewer than ``by_range_from`` submissions is read at once (16
+    reads of a small batch cost more time than the one read costs memory)."""
+    # one snapshot of each table (each scan reads the Delta log once)
     submissions = _scan_silver(lake, SUBMISSIONS_TABLE, SilverSurveySubmissions)
     all_answers = _scan_silver(lake, ANSWERS_TABLE, SilverSurveyAnswers)
-    for sl in _check_slices(lake):
+    written = submissions.filter(pl.col("batch_seq").is_in(seqs)).select(pl.len()).collect().item()
+    parts = []
+    for sl in _check_slices(lake) if written >= by_range_from else WHOLE_TABLE:
         subs = submissions.filter(sl.expr()).filter(pl.col("batch_seq").is_in(seqs)).collect()
         ids = subs.get_column("submission_id").implode()
         answers = all_answers.filter(sl.expr()).filter(
