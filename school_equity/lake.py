@@ -94,6 +94,12 @@ class Lake:
         with fs.open_input_file(path) as f:
             return pq.ParquetFile(f).read()
 
+    def parquet_num_rows(self, rel: str) -> int:
+        """The row count of a Parquet file of the lake, from its footer alone."""
+        fs, path = self._path(rel)
+        with fs.open_input_file(path) as f:
+            return pq.ParquetFile(f).metadata.num_rows
+
     def list(self, prefix: str) -> list[str]:
         """Relative paths of the files under ``prefix`` (recursive), sorted."""
         fs, base = self._fs()

@@ -3,11 +3,8 @@ quarantine reasons, a few Gold rows and the equity headline."""
 
 from __future__ import annotations
 
-import io
-
 import duckdb
 import polars as pl
-import pyarrow.parquet as pq
 
 from school_equity.lake import Lake
 from school_equity.settings import Settings
@@ -18,8 +15,7 @@ SILVER_TABLES = ["survey_submissions", "survey_answers", "survey_quarantine",
 
 
 def bronze_rows(lake: Lake) -> int:
-    return sum(pq.ParquetFile(io.BytesIO(lake.read_bytes(f))).metadata.num_rows
-               for f in lake.list("bronze/survey_events") if f.endswith(".parquet"))
+    return sum(lake.parquet_num_rows(f) for f in lake.list("bronze/survey_events") if f.endswith(".parquet"))
 
 
 def silver_frame(lake: Lake, table: str) -> pl.DataFrame | None:

@@ -12,7 +12,6 @@ group offset, which the re-run fixes without rewriting the file.
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,7 +105,7 @@ def _already_landed(lake: Lake, r: OffsetRange, path: str) -> RangeLanding | Non
     if not lake.exists(path):
         return None
     # never rewritten: the file is the record of what these offsets held
-    rows = pq.ParquetFile(io.BytesIO(lake.read_bytes(path))).metadata.num_rows
+    rows = lake.parquet_num_rows(path)
     return RangeLanding(r, path, rows, already_landed=True)
 
 

@@ -281,7 +281,7 @@ def rows_sharing_keys(table: pl.LazyFrame, wanted: pl.DataFrame, key: Sequence[s
     )
     repeated = matched.value_counts().filter(pl.col("count") > 1).get_column("_key_hash")
     if repeated.len() == 0:
-        return SharedKeys(matched.len(), table.select(key).head(0).collect())
+        return SharedKeys(matched.len(), pl.DataFrame(schema=table.select(key).collect_schema()))
     candidates = table.select(key).filter(key_hash(key).is_in(repeated.implode())).collect(engine="streaming")
     return SharedKeys(matched.len(), candidates)
 
