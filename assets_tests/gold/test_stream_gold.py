@@ -23,6 +23,7 @@ from assets_tests.gold.silver_builder import Batch, Quarantined, Submission, at,
 from school_equity.gold.assets import dbt_resource as make_dbt_resource
 from school_equity.gold.assets import gold_stream_models
 from school_equity.kafka.partitions import SURVEY_BATCHES
+from school_equity.settings import DBT_PROJECT_DIR
 
 pytestmark = pytest.mark.e2e
 
@@ -77,6 +78,14 @@ def assert_marts_match_facts(settings):
     assert q == stg_q
 
 
+def dbt_log(result) -> str:
+    """The dbt.log of the stream build in a run (dagster-dbt names the target folder
+    <op>-<run id prefix>-<random>)."""
+    logs = list((DBT_PROJECT_DIR / "target").glob(f"gold_stream_dbt-{result.run_id[:7]}-*/dbt.log"))
+    assert len(logs) == 1, logs
+    return logs[0].read_text()
+
+
 def test_stream_gold_batches_backfill_and_checks(gold_settings, instance):
     lake = gold_settings.lake_root
     dbt = make_dbt_resource(gold_settings)
@@ -119,6 +128,11 @@ def test_stream_gold_batches_backfill_and_checks(gold_settings, instance):
     result = dg.materialize([gold_stream_models], instance=instance, partition_key=b(2), resources={"dbt": dbt})
     assert result.success
     assert all(e.passed for e in result.get_asset_check_evaluations())
+    # The window changed, the parse state did not: dbt started from run 1's parse (kept
+    # in target/ after it) instead of parsing the whole project again.
+    log = dbt_log(result)
+    assert "Unable to do partial parsing" not in log
+    assert "Partial parsing enabled" in log
 
     responses, answers = facts(gold_settings)
     assert set(responses) == {"s1", "s2", "s3", "s4"}
@@ -188,3 +202,32 @@ def test_gold_between_two_commits_of_a_silver_step_stays_consistent(gold_setting
     assert len(responses) == silver_count(lake, "survey_submissions")
     assert len(answers) == silver_count(lake, "survey_answers")
     assert_marts_match_facts(gold_settings)
+
+
+def test_batch_window_comes_from_the_environment_or_vars_never_both(gold_settings, tmp_path):
+    """The window macro as dbt runs it: Dagster's environment variables, or --vars by hand;
+    both at once, or half of the environment pair, is a clear error naming the rule."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from school_equity.gold.assets import dbt_executable
+    from school_equity.gold.window import WINDOW_ENV
+
+    def operation(env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
+        full_env = {k: v for k, v in os.environ.items() if k not in WINDOW_ENV.values()}
+        full_env.update(env, DBT_TARGET_PATH=str(tmp_path / "target"), DBT_LOG_PATH=str(tmp_path / "logs"))
+        return subprocess.run(
+            [dbt_executable(), "run-operation", "batch_window", "--args", "{column: batch_seq}", *extra],
+            cwd=DBT_PROJECT_DIR, env=full_env, capture_output=True, text=True, timeout=300, check=False)
+
+    Path(gold_settings.warehouse_path).parent.mkdir(parents=True)  # DuckDB creates the file only
+    lo, hi = WINDOW_ENV["min_batch_seq"], WINDOW_ENV["max_batch_seq_exclusive"]
+    ok = operation({lo: "3", hi: "5"})
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    twice = operation({lo: "3", hi: "5"}, "--vars", '{"min_batch_seq": 3, "max_batch_seq_exclusive": 5}')
+    assert twice.returncode != 0 and "batch window is given twice" in twice.stdout
+    half = operation({lo: "3"})
+    assert half.returncode != 0 and "go together" in half.stdout
+    empty = operation({lo: "5", hi: "5"})
+    assert empty.returncode != 0 and "empty batch window [5, 5)" in empty.stdout

@@ -63,6 +63,8 @@ def test_both_instances_limit_the_two_pools_to_one(path):
     assert pools["default_limit"] == 1
     assert pools.get("granularity", "op") == "op"
     assert load_yaml(path)["telemetry"] == {"enabled": False}
+    # A queued batch run waits at most a second for the queue's daemon (default 5 s).
+    assert load_yaml(path)["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1
 
 
 def test_dagster_dev_template_builds_an_instance(tmp_path):
@@ -73,6 +75,7 @@ def test_dagster_dev_template_builds_an_instance(tmp_path):
         assert concurrency.pool_config.pool_granularity == PoolGranularity.OP
         assert concurrency.run_queue_config.max_concurrent_runs == 3
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
         assert instance.event_log_storage.supports_global_concurrency_limits
 
 
