@@ -21,6 +21,18 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 
+def release_arrow_memory() -> None:
+    """Hand the pages Arrow's allocator kept after its buffers were freed back to the OS.
+
+    pyarrow allocates through mimalloc, which keeps freed pages for reuse: after the
+    Silver step of a 250k-record batch, 240 MiB of a process's 620 MiB idle RSS was such
+    pages, with no Arrow buffer alive. A run worker keeps them while its next step runs
+    (the dbt build, itself a second process), so the steps that allocate most release
+    them when done, and the Gold step before it starts dbt. Cheap: it touches only free
+    pages."""
+    pa.default_memory_pool().release_unused()
+
+
 def _s3_env() -> dict[str, str]:
     keys = (
         "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",

@@ -17,6 +17,7 @@ from school_equity.contracts.checks import (
 from school_equity.contracts.stream import BronzeSurveyEvents
 from school_equity.kafka.assets import TOPIC_KEY
 from school_equity.kafka.partitions import survey_batches
+from school_equity.lake import release_arrow_memory
 from school_equity.resources import LakeResource
 from school_equity.resources.kafka import KafkaResource
 
@@ -103,8 +104,10 @@ def bronze_survey_events(context: dg.AssetExecutionContext, kafka: KafkaResource
     finally:
         consumer.close(autocommit=False)
     rows = sum(r.rows for _, r in landed)
+    checks = _contract_check_results(the_lake, sorted(context.partition_keys))
+    release_arrow_memory()  # the landed batches' and the checks' Arrow pages; the Silver step follows
     return dg.MaterializeResult(
-        check_results=_contract_check_results(the_lake, sorted(context.partition_keys)),
+        check_results=checks,
         metadata={
             "dagster/row_count": rows,
             "dagster/column_schema": _column_schema(),

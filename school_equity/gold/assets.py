@@ -37,6 +37,7 @@ from packaging.version import Version
 from school_equity.gold.project import dbt_project
 from school_equity.gold.window import batch_window_env, batch_window_vars
 from school_equity.kafka.partitions import survey_batches
+from school_equity.lake import release_arrow_memory
 from school_equity.settings import Settings
 
 GOLD_GROUP = "gold"
@@ -206,6 +207,9 @@ def _keep_partial_parse(invocation: DbtCliInvocation) -> None:
 
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, args: list[str],
            env: Mapping[str, str] | None = None) -> Iterator[Any]:
+    # This process waits while dbt runs: what earlier steps' Arrow buffers left behind
+    # would sit beside dbt's own memory for the whole build.
+    release_arrow_memory()
     with _environ(env or {}):
         invocation = dbt.cli(["build", *args], context=context)
     try:

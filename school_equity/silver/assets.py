@@ -32,7 +32,7 @@ from school_equity.contracts.stream import (
     SilverSurveySubmissions,
 )
 from school_equity.kafka.partitions import batch_seq, survey_batches
-from school_equity.lake import Lake
+from school_equity.lake import Lake, release_arrow_memory
 from school_equity.resources import LakeResource
 from school_equity.silver.merge import (
     ANSWERS_TABLE,
@@ -199,7 +199,12 @@ def silver_survey_stream(context: dg.AssetExecutionContext, lake: LakeResource):
     the_lake = lake.get_lake()
     tables = SilverTables.in_lake(the_lake)
     keys = sorted(context.partition_keys, key=batch_seq)
-    batches = [_MergedBatch.of(key, *_process(context, the_lake, tables, key)) for key in keys]
+    batches = []
+    for key in keys:
+        try:
+            batches.append(_MergedBatch.of(key, *_process(context, the_lake, tables, key)))
+        finally:
+            release_arrow_memory()  # the batch's frames are gone; their pages need not stay
 
     def total(attr: str, field: str) -> int:
         return sum(getattr(getattr(b.merged, attr), field) for b in batches)
