@@ -76,6 +76,25 @@ def _step_stats(gql, run_id: str) -> dict[str, tuple[float | None, float | None]
     return {st["stepKey"]: (st["startTime"], st["endTime"]) for st in data.get("stepStats") or []}
 
 
+LIFECYCLE = ("RunEnqueuedEvent", "RunDequeuedEvent", "RunStartingEvent", "RunStartEvent")
+
+
+def _lifecycle(gql, run_id: str) -> dict[str, float]:
+    """{event type: timestamp} of a run's queue and launch events (enqueued, dequeued,
+    starting: the launcher handed it to the code server, start: the run worker has loaded
+    the code and begins), from the GraphQL API."""
+    data = gql.query(
+        """query($id: ID!) { logsForRun(runId: $id, limit: 200) { __typename
+             ... on EventConnection { events { __typename ... on MessageEvent { timestamp } } } } }""",
+        {"id": run_id},
+    )["logsForRun"]
+    out: dict[str, float] = {}
+    for ev in data.get("events") or []:
+        if ev["__typename"] in LIFECYCLE and ev.get("timestamp"):
+            out.setdefault(ev["__typename"], float(ev["timestamp"]) / 1000)
+    return out
+
+
 def _gold_step(steps: dict[str, tuple[float | None, float | None]]) -> tuple[float | None, float | None]:
     """(start, end) of the stream run's dbt step."""
     for key, (start, end) in steps.items():
@@ -174,7 +193,8 @@ def run(
                 if part:
                     info = gql.run(r["runId"])
                     run_times[part] = (info.get("startTime"), info.get("endTime"), info["status"],
-                                       _gold_step(_step_stats(gql, r["runId"])))
+                                       _gold_step(_step_stats(gql, r["runId"])),
+                                       _lifecycle(gql, r["runId"]))
             failed = {p: t[2] for p, t in run_times.items() if t[2] in ("FAILURE", "CANCELED")}
             diagnosis = ""
             if len(done_parts) < batches + WARMUP_BATCHES:
@@ -218,6 +238,10 @@ def run(
                     "gold": _done(mats, gold, part),
                     "gold_step_start": (run_times.get(part) or (None,) * 4)[3][0],
                     "gold_step_end": (run_times.get(part) or (None,) * 4)[3][1],
+                    **{
+                        ev: t
+                        for ev, t in ((run_times.get(part) or (None,) * 5)[4] or {}).items()
+                    },
                 }
             )
 
@@ -277,6 +301,15 @@ def run(
         f"{stage('silver', 'gold'):.1f}. Per-batch worst event -> Gold: p50 "
         f"{median([r['gold'] - r['oldest'] for r in rows]):.1f}, p95 "
         f"{percentile([r['gold'] - r['oldest'] for r in rows], 95):.1f}."
+    )
+    sec.notes.append(
+        "Batch cut -> run start, split (medians, s): cut -> run enqueued (the rest of the sensor "
+        f"tick, the run's creation) {stage('cut', 'RunEnqueuedEvent'):.1f}; enqueued -> dequeued (the "
+        f"queue: its daemon's interval, the limit of runs in flight) "
+        f"{stage('RunEnqueuedEvent', 'RunDequeuedEvent'):.1f}; dequeued -> starting (the launcher) "
+        f"{stage('RunDequeuedEvent', 'RunStartingEvent'):.1f}; starting -> started (the code server "
+        f"spawns a run worker, which imports the definitions) "
+        f"{stage('RunStartingEvent', 'RunStartEvent'):.1f}."
     )
     sec.notes.append(
         "Silver -> Gold, split (medians, s): last Silver materialization -> dbt step start "

@@ -54,20 +54,34 @@ print(json.dumps({"import_s": time.perf_counter() - t}))
 """
 
 
-def _isolated_env(home: Path, pycache: Path | None) -> dict[str, str]:
-    """A child environment with no SCHOOL_EQUITY_* leaking in. With `pycache`, byte-compiled
-    modules are written and read there (a normal install has them; writing them into the
-    shared venv would change what other users of this machine measure); without it, none
-    are written, as this machine's shells run Python (PYTHONDONTWRITEBYTECODE=1)."""
+def _isolated_env(home: Path, empty_pycache: Path | None) -> dict[str, str]:
+    """A child environment with no SCHOOL_EQUITY_* leaking in, run as this machine's shells
+    run Python (PYTHONDONTWRITEBYTECODE=1: nothing is written). Without `empty_pycache`,
+    the interpreter reads the bytecode `make setup` compiled into the venv and the package;
+    with it, bytecode is looked up only in that empty directory, so every module is
+    compiled from source (an install that shipped no bytecode)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHOOL_EQUITY_")}
-    env.update({"SCHOOL_EQUITY_ENV": "local", "SCHOOL_EQUITY_HOME": str(home), "PYTHONWARNINGS": "ignore"})
-    if pycache is None:
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update({"SCHOOL_EQUITY_ENV": "local", "SCHOOL_EQUITY_HOME": str(home), "PYTHONWARNINGS": "ignore",
+                "PYTHONDONTWRITEBYTECODE": "1"})
+    if empty_pycache is None:
         env.pop("PYTHONPYCACHEPREFIX", None)
     else:
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+        empty_pycache.mkdir(parents=True, exist_ok=True)
+        env["PYTHONPYCACHEPREFIX"] = str(empty_pycache)
     return env
+
+
+def installed_bytecode() -> dict[str, bool]:
+    """Whether the venv's packages and the project's package carry compiled bytecode."""
+    import dagster
+
+    import school_equity
+
+    def has(pkg_file: str) -> bool:
+        d = Path(pkg_file).parent / "__pycache__"
+        return d.is_dir() and any(d.glob("*.pyc"))
+
+    return {"dagster": has(dagster.__file__), "school_equity": has(school_equity.__file__)}
 
 
 def _py(code: str, env: dict, *args: str) -> dict:
@@ -97,18 +111,19 @@ def import_profile(env: dict, top: int = 12) -> list[tuple[str, float]]:
     return sorted(rows, key=lambda r: -r[1])[:top]
 
 
-DEFS_CACHED = "import school_equity.definitions (bytecode cached)"
-LIBS_CACHED = "import the same third-party packages only (bytecode cached)"
-DEFS_COLD = "import school_equity.definitions (no bytecode, as this machine runs it)"
+DEFS_CACHED = "import school_equity.definitions (as installed: bytecode from make setup)"
+LIBS_CACHED = "import the same third-party packages only (as installed)"
+DEFS_COLD = "import school_equity.definitions (no bytecode: every module compiled from source)"
 
 
 def run_load(reps: int, log=print) -> Section:
     sec = Section("Code location load time")
     started = time.perf_counter()
     with scratch_dir("load") as tmp:
-        cached = _isolated_env(tmp / "home", tmp / "pycache")
-        uncached = _isolated_env(tmp / "home", None)
-        first = _py(_IMPORT_DEFS, cached)  # writes the bytecode cache; warms the OS file cache
+        cached = _isolated_env(tmp / "home", None)
+        uncached = _isolated_env(tmp / "home", tmp / "empty_pycache")
+        bytecode = installed_bytecode()
+        first = _py(_IMPORT_DEFS, cached)  # warms the OS file cache
         libs = json.dumps(first["third_party"])
         _py(_IMPORT_LIBS, cached, libs)
         repo_s: list[float] = []
@@ -129,20 +144,24 @@ def run_load(reps: int, log=print) -> Section:
     cold = median(times[DEFS_COLD])
     m = "4. Load + tick"
     sec.figures += [
-        Figure(m, "cold import of school_equity.definitions, bytecode cached (a normal install)", d, "s",
-               f"the same libraries alone {floor:.2f} s", d / floor, "<= 5 s", d <= 5.0),
-        Figure(m, "cold import of school_equity.definitions, no bytecode (PYTHONDONTWRITEBYTECODE=1)", cold, "s",
-               f"bytecode cached {d:.2f} s", cold / d, "<= 5 s", cold <= 5.0),
+        Figure(m, "cold import of school_equity.definitions, as installed (bytecode compiled by make setup)",
+               d, "s", f"the same libraries alone {floor:.2f} s", d / floor, "<= 5 s", d <= 5.0),
+        Figure(m, "cold import of school_equity.definitions, no bytecode at all (information)", cold, "s",
+               f"as installed {d:.2f} s", cold / d),
         Figure(m, "resolving the repository after import (defs.get_repository_def())", median(repo_s), "s",
                note="information: the code server does this next"),
     ]
     sec.notes.append(
-        f"{reps} interleaved fresh interpreters per case, medians. The project's own share of the import "
-        f"(bytecode cached): {d - floor:.2f} s of {d:.2f} s; the rest is its third-party packages: "
-        f"{', '.join(first['third_party'])}.")
-    sec.notes.append("Slowest imports, bytecode cached (`python -X importtime`, cumulative): " + "; ".join(
+        f"{reps} interleaved fresh interpreters per case, medians, each run as this machine runs Python "
+        f"(PYTHONDONTWRITEBYTECODE=1, so nothing an interpreter compiles is kept). `make setup` compiles "
+        f"the venv's packages (`uv pip sync --compile-bytecode`, as pip does by default) and the "
+        f"project's package (`compileall`); bytecode present in this venv: {bytecode}. Without it every "
+        f"process (the code server, each run worker, each dbt process) compiles ~2,000 modules from "
+        f"source. The project's own share of the import (as installed): {d - floor:.2f} s of {d:.2f} s; "
+        f"the rest is its third-party packages: {', '.join(first['third_party'])}.")
+    sec.notes.append("Slowest imports, as installed (`python -X importtime`, cumulative): " + "; ".join(
         f"{name} {s:.2f}s" for name, s in profile))
-    sec.raw = {"seconds": times, "repo_s": repo_s, "importtime": profile}
+    sec.raw = {"seconds": times, "repo_s": repo_s, "importtime": profile, "bytecode": bytecode}
     sec.elapsed_s = time.perf_counter() - started
     return sec
 

@@ -80,11 +80,21 @@ def test_sensor_tick_bench_on_a_small_ledger(monkeypatch):
 
 
 def test_import_helpers_run_in_a_fresh_interpreter(tmp_path):
-    env = load_tick._isolated_env(tmp_path / "home", tmp_path / "pycache")
+    empty = tmp_path / "pycache"
+    env = load_tick._isolated_env(tmp_path / "home", empty)
     out = load_tick._py(load_tick._IMPORT_LIBS, env, '["json", "no_such_module_here"]')
     assert out["import_s"] >= 0
-    assert "PYTHONDONTWRITEBYTECODE" not in env
-    assert load_tick._isolated_env(tmp_path / "home", None)["PYTHONDONTWRITEBYTECODE"] == "1"
+    # nothing is written in either case; the no-bytecode case looks only in an empty directory
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1" and env["PYTHONPYCACHEPREFIX"] == str(empty)
+    assert not any(empty.rglob("*.pyc"))
+    installed = load_tick._isolated_env(tmp_path / "home", None)
+    assert installed["PYTHONDONTWRITEBYTECODE"] == "1" and "PYTHONPYCACHEPREFIX" not in installed
+
+
+def test_make_setup_ships_bytecode():
+    """Shells here run Python with PYTHONDONTWRITEBYTECODE=1: unless the install compiled
+    bytecode, every run worker and dbt process compiles its imports from source (2-3 s)."""
+    assert load_tick.installed_bytecode() == {"dagster": True, "school_equity": True}
 
 
 def test_tree_sampler_sees_a_child_process_memory():
