@@ -76,13 +76,14 @@ def _step_stats(gql, run_id: str) -> dict[str, tuple[float | None, float | None]
     return {st["stepKey"]: (st["startTime"], st["endTime"]) for st in data.get("stepStats") or []}
 
 
-LIFECYCLE = ("RunEnqueuedEvent", "RunDequeuedEvent", "RunStartingEvent", "RunStartEvent")
+# (Dagster 1.13 logs no dequeue event: the queue's wait and the launcher are one stage here.)
+LIFECYCLE = ("RunEnqueuedEvent", "RunStartingEvent", "RunStartEvent")
 
 
 def _lifecycle(gql, run_id: str) -> dict[str, float]:
-    """{event type: timestamp} of a run's queue and launch events (enqueued, dequeued,
-    starting: the launcher handed it to the code server, start: the run worker has loaded
-    the code and begins), from the GraphQL API."""
+    """{event type: timestamp} of a run's queue and launch events (enqueued; starting: the
+    queue's daemon dequeued it and the launcher handed it to the code server; start: the
+    run worker has loaded the code and begins), from the GraphQL API."""
     data = gql.query(
         """query($id: ID!) { logsForRun(runId: $id, limit: 200) { __typename
              ... on EventConnection { events { __typename ... on MessageEvent { timestamp } } } } }""",
@@ -304,10 +305,9 @@ def run(
     )
     sec.notes.append(
         "Batch cut -> run start, split (medians, s): cut -> run enqueued (the rest of the sensor "
-        f"tick, the run's creation) {stage('cut', 'RunEnqueuedEvent'):.1f}; enqueued -> dequeued (the "
-        f"queue: its daemon's interval, the limit of runs in flight) "
-        f"{stage('RunEnqueuedEvent', 'RunDequeuedEvent'):.1f}; dequeued -> starting (the launcher) "
-        f"{stage('RunDequeuedEvent', 'RunStartingEvent'):.1f}; starting -> started (the code server "
+        f"tick, the run's creation) {stage('cut', 'RunEnqueuedEvent'):.1f}; enqueued -> starting (the "
+        f"queue: its daemon's interval, the limit of runs in flight; then the launcher) "
+        f"{stage('RunEnqueuedEvent', 'RunStartingEvent'):.1f}; starting -> started (the code server "
         f"spawns a run worker, which imports the definitions) "
         f"{stage('RunStartingEvent', 'RunStartEvent'):.1f}."
     )
