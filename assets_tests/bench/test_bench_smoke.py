@@ -105,6 +105,20 @@ def test_tree_sampler_sees_a_child_process_memory():
     parent.wait(timeout=60)
     sampler.stop()
     assert sampler.peak_total >= 150 * 2**20
+    # no broker in this tree: the pipeline's peak is the whole tree's
+    assert sampler.peak_pipeline == sampler.peak_total
+
+
+def test_tree_sampler_leaves_the_broker_out_of_the_pipeline_peak(monkeypatch):
+    code = "import time; x = bytearray(150 * 2**20); x[::4096] = b'1' * len(x[::4096]); time.sleep(1.5)"
+    child = subprocess.Popen([sys.executable, "-c", code])
+    # the child plays the broker: every process the sampler classifies is "the broker"
+    monkeypatch.setattr(memory, "_kind", lambda cmdline: memory.BROKER)
+    sampler = memory.TreeSampler(child.pid, interval=0.05).start()
+    child.wait(timeout=60)
+    sampler.stop()
+    assert sampler.peak_total >= 150 * 2**20
+    assert sampler.peak_pipeline == 0
 
 
 def test_render_lists_every_figure_with_its_verdict():
