@@ -346,6 +346,17 @@ def fmt_num(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
 
 
+def short_path(filename: str) -> str:
+    """A source path without this machine's prefixes (site-packages, the project, the
+    interpreter's standard library), for profiles written into committed results."""
+    import sysconfig
+
+    stdlib = sysconfig.get_paths()["stdlib"].rstrip("/") + "/"
+    if filename.startswith(stdlib):
+        return "stdlib/" + filename[len(stdlib):]
+    return filename.split("site-packages/")[-1].split(str(PROJECT_DIR) + "/")[-1]
+
+
 def profile_call(fn: Callable[[], object], *, top: int = 12) -> tuple[object, str]:
     """Run `fn` under cProfile (py-spy and pyinstrument are not installed here); return its
     result and a summary: the project's functions by cumulative time, then the functions
@@ -363,7 +374,7 @@ def profile_call(fn: Callable[[], object], *, top: int = 12) -> tuple[object, st
     total = max(stats.total_tt, 1e-9)
 
     def where(filename: str, func: str) -> str:
-        short = filename.split("site-packages/")[-1].split(str(PROJECT_DIR) + "/")[-1]
+        short = short_path(filename)
         return f"{short}:{func}" if not short.startswith("~") else func
 
     own, selfs = [], []

@@ -19,7 +19,17 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import PROJECT_DIR, Figure, Section, Timer, interleave, median, percentile, scratch_dir
+from bench.common import (
+    PROJECT_DIR,
+    Figure,
+    Section,
+    Timer,
+    interleave,
+    median,
+    percentile,
+    scratch_dir,
+    short_path,
+)
 
 TICK_PARTITIONS = 12
 EXISTING_BATCHES = 1000
@@ -342,7 +352,7 @@ def top_cumulative(stats, include: tuple[str, ...], n: int) -> str:
     rows = []
     for (filename, _line, func), (_cc, nc, _tt, ct, _callers) in stats.stats.items():
         if any(s in filename for s in include):
-            short = filename.split("site-packages/")[-1].split("/work/main/")[-1]
+            short = short_path(filename)
             rows.append((ct, f"{short}:{func} {ct * 1000:.0f} ms ({nc} calls)"))
     rows.sort(key=lambda r: -r[0])
     return "; ".join(r[1] for r in rows[:n])

@@ -137,3 +137,16 @@ def test_partial_runs_do_not_replace_the_committed_results():
     args = run.parse_args(["--events", "1000", "--only", "tick"])
     assert args.only == ["tick"] and args.events == 1000
     assert run.PARTIAL_RESULTS != run.FULL_RESULTS
+
+
+def test_profiles_name_files_without_this_machines_paths():
+    import json.decoder
+    import sysconfig
+
+    import dagster
+
+    import school_equity.lake
+
+    names = [common.short_path(m.__file__) for m in (json.decoder, dagster, school_equity.lake)]
+    assert names == ["stdlib/json/decoder.py", "dagster/__init__.py", "school_equity/lake.py"]
+    assert not any(sysconfig.get_paths()["stdlib"] in n or str(common.PROJECT_DIR) in n for n in names)
