@@ -189,14 +189,17 @@ def run(
             keys = [*assets.get("bronze", []), *silver, *gold]
             mats = _first_materializations(gql, keys)
             runs = {r["tags"].get("dagster/partition"): r for r in gql.runs(job_name=STREAM_JOB, limit=500)}
-            run_times = {}
+            # per batch: the run's status, then its timestamps, named as the rows below name them
+            run_info: dict[str, tuple[str, dict[str, float | None]]] = {}
             for part, r in runs.items():
                 if part:
                     info = gql.run(r["runId"])
-                    run_times[part] = (info.get("startTime"), info.get("endTime"), info["status"],
-                                       _gold_step(_step_stats(gql, r["runId"])),
-                                       _lifecycle(gql, r["runId"]))
-            failed = {p: t[2] for p, t in run_times.items() if t[2] in ("FAILURE", "CANCELED")}
+                    step_start, step_end = _gold_step(_step_stats(gql, r["runId"]))
+                    run_info[part] = (info["status"], {
+                        "run_start": info.get("startTime"), "gold_step_start": step_start,
+                        "gold_step_end": step_end, **_lifecycle(gql, r["runId"]),
+                    })
+            failed = {p: status for p, (status, _) in run_info.items() if status in ("FAILURE", "CANCELED")}
             diagnosis = ""
             if len(done_parts) < batches + WARMUP_BATCHES:
                 ticks = gql.sensor_ticks(SENSOR, limit=5)
@@ -233,16 +236,13 @@ def run(
                     "records": len(ts),
                     "ts": ts,
                     "cut": datetime.fromisoformat(manifest.created_at).timestamp(),
-                    "run_start": (run_times.get(part) or (None,))[0],
+                    "run_start": None,
                     "bronze": _done(mats, assets.get("bronze", []), part),
                     "silver": _done(mats, silver, part),
                     "gold": _done(mats, gold, part),
-                    "gold_step_start": (run_times.get(part) or (None,) * 4)[3][0],
-                    "gold_step_end": (run_times.get(part) or (None,) * 4)[3][1],
-                    **{
-                        ev: t
-                        for ev, t in ((run_times.get(part) or (None,) * 5)[4] or {}).items()
-                    },
+                    "gold_step_start": None,
+                    "gold_step_end": None,
+                    **run_info.get(part, ("", {}))[1],
                 }
             )
 

@@ -68,6 +68,12 @@ def run_demo(args) -> int:
         shutil.rmtree(home)  # the embedded broker keeps its log in memory: a new broker means a new stream
     home.mkdir(parents=True, exist_ok=True)
     broker, proc = start_broker(log_path=str(home / "broker.log"))
+
+    def stop_broker() -> None:
+        if proc.poll() is None:  # once: after the drain, or on the way out after an error
+            stop_pid(broker.pid)
+            proc.wait(timeout=10)
+
     timings: dict[str, float] = {}
     try:
         os.environ.update(_demo_env(home, broker.bootstrap))
@@ -101,8 +107,7 @@ def run_demo(args) -> int:
                     # The stream is in the lake (the system of record): the broker, which
                     # holds the whole topic in memory (~0.6 GiB for 1M events), is not needed
                     # for the marts and the summary.
-                    stop_pid(broker.pid)
-                    proc.wait(timeout=10)
+                    stop_broker()
                     t = time.perf_counter()
                     build_unpartitioned_gold(defs, instance)
                     timings["gold marts"] = time.perf_counter() - t
@@ -113,7 +118,5 @@ def run_demo(args) -> int:
             raise
         print_summary(settings, report, timings)
     finally:
-        if proc.poll() is None:  # not yet stopped after the drain (an error came first)
-            stop_pid(broker.pid)
-            proc.wait(timeout=10)
+        stop_broker()
     return 0
