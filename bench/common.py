@@ -272,7 +272,7 @@ _LOADER_CONFIG = {
     "message.max.bytes": 4 * 1024 * 1024,
     "acks": "all",
     "enable.idempotence": True,
-    "compression.type": "none",
+    "compression.type": "zstd",
     "queue.buffering.max.messages": 500_000,
 }
 
