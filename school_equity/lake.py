@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -100,11 +101,15 @@ class Lake:
         with fs.open_input_stream(path) as f:
             return f.read()
 
-    def read_parquet(self, rel: str) -> pa.Table:
-        """A Parquet file of the lake, read through the filesystem (no copy of its bytes)."""
-        fs, path = self._path(rel)
-        with fs.open_input_file(path) as f:
-            return pq.ParquetFile(f).read()
+    def read_parquet(self, rel: str) -> pl.DataFrame:
+        """A Parquet file of the lake, decoded by polars' own reader (local files directly,
+        S3 objects from their bytes). Arrow's reader followed by the conversion to polars'
+        string and binary views held the data twice on the way: a 250k-record Bronze
+        batch (116 MiB as a frame) took 1.3 s and +293 MiB that way, 0.17 s and +157 MiB
+        this way."""
+        if not self.is_s3:
+            return pl.read_parquet(self._path(rel)[1])
+        return pl.read_parquet(io.BytesIO(self.read_bytes(rel)))
 
     def parquet_num_rows(self, rel: str) -> int:
         """The row count of a Parquet file of the lake, from its footer alone."""

@@ -37,7 +37,7 @@ def read_batch(lake: Lake, batch_id: str) -> pl.DataFrame:
     files = [f for f in lake.list(batch_dir(batch_id)) if f.endswith(".parquet")]
     if not files:
         return pl.from_arrow(BRONZE_SCHEMA.empty_table())
-    frames = [pl.from_arrow(lake.read_parquet(f)) for f in files]
+    frames = [lake.read_parquet(f) for f in files]
     # range files are each in offset order: put them in (partition, offset) order and the
     # batch needs no sort (a sort copies the whole batch, payloads included)
     frames.sort(key=lambda f: f.select(pl.col("partition").first(), pl.col("offset").first()).row(0)

@@ -121,7 +121,7 @@ def _process(context: dg.AssetExecutionContext, lake: Lake, tables: SilverTables
             f"batch {key}: no Bronze files under {lake.uri(batch_dir(key))}; materialize "
             f"{BRONZE_EVENTS_KEY.to_user_string()} for this partition first"
         )
-    # Bronze is not held past the parse: the merge below is the step's memory peak
+    # Bronze is passed, not kept: parse_batch frees its payloads before its joins
     parsed = parse_batch(validate_or_raise(read_batch(lake, key), BronzeSurveyEvents))
     # bad data must not land: a frame that breaks its contract stops the run before any write
     validate_or_raise(parsed.submissions, SilverSurveySubmissions)

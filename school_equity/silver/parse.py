@@ -526,6 +526,8 @@ def parse_batch(
     Submissions hold the newest version of each submission in the batch; answers are
     exactly that version's answers; quarantine holds every record that broke a rule.
     ``fast_path=False`` decides every record with the reference (tests compare both).
+    The frame is not kept past the parse: passed without another reference (as the
+    Silver asset does), its payloads are freed before the frames are joined.
     """
     catalog = questions() if catalog is None else catalog
     dbns = school_dbns() if dbns is None else dbns
@@ -541,28 +543,42 @@ def parse_batch(
             parts.append(_fast_path(part.select("_row", _text=_payload_text(part.get_column("value"))), catalog, dbns))
         fast_events = pl.concat([e for e, _ in parts])
         fast_answers = pl.concat([a for _, a in parts])
-        del parts
+        del parts, part  # a slice shares the whole batch's buffers
     else:
         fast_events = pl.DataFrame(schema=_EVENT_SCHEMA)
         fast_answers = pl.DataFrame(schema=_ANSWER_SCHEMA)
     rest = bronze.filter(~pl.col("_row").is_in(fast_events.get_column("_row").implode()))
+    coords = _coordinates(bronze)
+    # the payloads are needed no further (rejected records are all in `rest`): without
+    # this frame, a caller that passed the batch without keeping it frees them here
+    del bronze
     ref_events, ref_answers, rejected = _reference_path(rest, catalog, dbns)
 
+    n_fast = fast_events.height
     events = pl.concat([fast_events, ref_events.select(fast_events.columns)])
     answers = pl.concat([fast_answers, ref_answers])
-    if events.height + rejected.height != n:
-        raise RuntimeError(
-            f"parse lost records: {n} in, {events.height} valid + {rejected.height} quarantined"
-        )
+    del fast_events, fast_answers, ref_events, ref_answers
+    n_valid = events.height
+    if n_valid + rejected.height != n:
+        raise RuntimeError(f"parse lost records: {n} in, {n_valid} valid + {rejected.height} quarantined")
 
-    coords = _coordinates(bronze)
-    events = events.join(coords, on="_row", how="left")
-    winners = (
-        events.sort(NEWEST_FIRST_KEY, descending=True, maintain_order=True)
+    # The newest version of each submission, chosen on the columns that order versions
+    # only: sorting and de-duplicating the whole wide frame copied it twice.
+    newest = (
+        events.select("_row", "submission_id", "event_time")
+        .join(coords.select("_row", "kafka_partition", "kafka_offset"), on="_row", how="left")
+        .sort(NEWEST_FIRST_KEY, descending=True, maintain_order=True)
         .unique("submission_id", keep="first", maintain_order=True)
+        .select("_row")
     )
+    winners = (
+        newest.join(events, on="_row", how="left", maintain_order="left")
+        .join(coords, on="_row", how="left", maintain_order="left")
+    )
+    del events, newest
     answer_counts = answers.group_by("_row").agg(answer_count=pl.len())
-    submissions = winners.join(answer_counts, on="_row", how="left")
+    submissions = winners.join(answer_counts, on="_row", how="left", maintain_order="left")
+    del answer_counts
     if not (winners.get_column("schema_version") >= VERSIONED_COLUMNS["language"]).any():
         submissions = submissions.drop("language")
     submissions = _cast(submissions, SUBMISSION_DTYPES)
@@ -577,9 +593,11 @@ def parse_batch(
             how="inner",
         )
     )
+    n_winners = winners.height
+    del answers, winners
     win_answers = _cast(win_answers, ANSWER_DTYPES)
 
-    q = rejected.join(bronze.select("_row", "key", "value"), on="_row", how="left").join(coords, on="_row", how="left")
+    q = rejected.join(rest.select("_row", "key", "value"), on="_row", how="left").join(coords, on="_row", how="left")
     quarantine = _cast(
         q.with_columns(
             kafka_key=pl.Series("kafka_key", [_lossy_utf8(v) for v in q.get_column("key").to_list()], pl.String),
@@ -590,10 +608,10 @@ def parse_batch(
 
     stats = ParseStats(
         records=n,
-        valid_records=events.height,
+        valid_records=n_valid,
         quarantined=quarantine.height,
-        superseded_in_batch=events.height - winners.height,
-        fast_path=fast_events.height,
+        superseded_in_batch=n_valid - n_winners,
+        fast_path=n_fast,
         reference_path=rest.height,
     )
     return ParsedBatch(submissions, win_answers, quarantine, stats)
