@@ -109,11 +109,16 @@ def read_log_offsets(consumer: KafkaConsumer, topic: str, timeout_s: float = 0.8
 
 
 def iter_ranges(consumer: KafkaConsumer, topic: str, ranges: list[OffsetRange], *,
-                stall_timeout_s: float = 20.0, chunk: int = 50_000) -> Iterator[tuple[OffsetRange, list]]:
+                stall_timeout_s: float = 20.0, chunk: int = 10_000) -> Iterator[tuple[OffsetRange, list]]:
     """Yield ``(range, records)`` chunks of every range (at most one per partition) and
     nothing past each range's end, reading all partitions at once: one fetch request then
     serves every partition, where reading them one after the other pays a round trip and
     a cold fetch pipeline per partition. A partition is paused once its range is read.
+
+    ``chunk``: records per yielded chunk. Each record is a few Python objects until the
+    caller converts its chunk, and Python's allocator keeps the arenas they fragmented:
+    landing 250k records with 50,000-record chunks peaked 401 MiB above the process and
+    kept 260 MiB afterwards; with 10,000, 147 and 73 MiB, in the same time (4.9 vs 4.1 s).
 
     Raises when a range cannot be completed (the log ends before it, e.g. the topic was
     recreated): a short batch would silently lose records.
