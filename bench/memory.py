@@ -23,7 +23,7 @@ TARGET_BYTES = int(1.5 * 2**30)
 BROKER = "broker (Tansu)"
 # Settings that trade throughput for memory: smaller batches (the Silver step's working set
 # grows with the batch) and a smaller DuckDB buffer pool for the dbt builds.
-BOUNDED_ENV = {"SCHOOL_EQUITY_BATCH_MAX_RECORDS": "100000", "SCHOOL_EQUITY_DUCKDB_MEMORY_LIMIT": "256MB"}
+BOUNDED_ENV = {"SCHOOL_EQUITY_BATCH_MAX_RECORDS": "100000", "SCHOOL_EQUITY_DUCKDB_MEMORY_LIMIT": "128MB"}
 
 
 def _kind(cmdline: list[str]) -> str:
