@@ -101,6 +101,31 @@ def test_duplicate_key_fails_on_write():
         validate_or_raise(dup, Answers)
 
 
+@pytest.mark.parametrize("buckets", [1, 2])
+def test_uniqueness_on_write_is_exact_when_key_hashes_collide(monkeypatch, buckets):
+    """Distinct key hashes skip Pandera's uniqueness rule; repeated ones (here forced by a
+    weak hash) must run it, which passes distinct keys and still names a real duplicate."""
+    from school_equity.contracts import checks
+
+    monkeypatch.setattr(checks, "key_hash", lambda key: pl.struct(list(key)).hash(seed=0) % buckets)
+    assert checks._may_repeat_keys(good(), ["submission_id", "question_id"])
+    assert validate_frame(good(), Answers).passed
+    report = validate_frame(pl.concat([good(), good().tail(1)]), Answers)
+    assert {r["check"] for r in report.by_rule()} == {"multiple_fields_uniqueness"}
+    assert report.failing_rows == 2  # both rows of the duplicated key (s2, P01)
+
+
+def test_uniqueness_rule_runs_only_when_key_hashes_repeat(monkeypatch):
+    from school_equity.contracts import checks
+
+    assert not checks._may_repeat_keys(good(), ["submission_id", "question_id"])
+    assert checks._may_repeat_keys(pl.concat([good(), good().head(1)]), ["submission_id", "question_id"])
+    assert not checks._may_repeat_keys(good().head(1), ["submission_id", "question_id"])
+    # the skipped rule is the only difference: a frame with distinct keys reports the same
+    monkeypatch.setattr(checks, "_may_repeat_keys", lambda df, key: True)
+    assert validate_frame(good(), Answers).passed
+
+
 def test_table_schema_from_contract():
     ts = table_schema(Answers)
     cols = {c.name: c for c in ts.columns}
