@@ -95,6 +95,11 @@ def test_schema_failures_are_reported_without_rows():
     assert ("answer_value", "dtype('Int16')") in rules
 
 
+def test_missing_key_column_is_reported_as_a_contract_failure():
+    report = validate_frame(good().drop("question_id"), Answers)
+    assert ("test/answers", "column_in_dataframe") in {(r["column"], r["check"]) for r in report.by_rule()}
+
+
 def test_duplicate_key_fails_on_write():
     dup = pl.concat([good(), good().head(1)])
     with pytest.raises(ContractViolation, match="multiple_fields_uniqueness"):
