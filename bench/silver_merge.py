@@ -243,7 +243,7 @@ def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: i
         }
         session = None
         if spark:
-            from bench.spark_silver import parity_counts, quiet, spark_session, transform
+            from bench.spark_silver import parity_counts, quiet, spark_session, stop_jvm, transform
 
             with Timer() as boot:
                 session = quiet(spark_session())
@@ -264,7 +264,7 @@ def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: i
             )
         finally:
             if session is not None:
-                session.stop()
+                stop_jvm(session)
         profile = tables_profile = None
         if n_batch / median(times[PROJECT_CASE]) < TARGET_ROWS_PER_S:
             log("  the target is missed: profiling one merge")

@@ -33,6 +33,32 @@ def spark_session(cores: int = 2):
             .getOrCreate())
 
 
+def stop_jvm(spark) -> None:
+    """Stop the session and end its JVM. ``SparkSession.stop()`` leaves the gateway JVM
+    (about 2.6 GB resident) running until the Python process exits, which is the whole
+    rest of a bench run; the benchmarks after this one should not share the machine
+    with it."""
+    from pyspark import SparkContext
+
+    spark.stop()
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    proc = getattr(gateway, "proc", None)
+    try:
+        gateway.shutdown()
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except Exception:  # noqa: BLE001 - a JVM that ignores SIGTERM is killed
+                proc.kill()
+                proc.wait()
+        SparkContext._gateway = None
+        SparkContext._jvm = None
+
+
 def quiet(spark):
     spark.sparkContext.setLogLevel("ERROR")
     return spark

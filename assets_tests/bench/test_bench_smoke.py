@@ -68,6 +68,10 @@ def test_spark_baseline_reaches_the_same_tables_as_the_project():
     for table in ("submissions", "answers", "quarantine"):
         assert spark[table] == project[table], table
     assert spark["batch_quarantined"] == sec.raw["stages"][0]["_stats"]["quarantined"]
+    # the Spark JVM is ended with the case, not left idle for the benchmarks after it
+    import psutil
+
+    assert [c.name() for c in psutil.Process().children(recursive=True) if "java" in c.name()] == []
 
 
 def test_sensor_tick_bench_on_a_small_ledger(monkeypatch):
