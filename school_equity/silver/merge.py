@@ -358,39 +358,41 @@ def merge_answers(
     call after ``merge_submissions`` so the table says which of them won.
     """
     versions = batch_versions.select(*SUBMISSION_KEY, *VERSION_COLUMNS)
+    version_key = [*SUBMISSION_KEY, *VERSION_COLUMNS]
 
     def step() -> MergeOutcome:
-        if versions.height == 0 or not table_exists(submissions_uri, storage_options):
-            winners = versions.head(0)
-        else:
-            current = (
-                _scan(submissions_uri, storage_options)
-                .select(*SUBMISSION_KEY, *VERSION_COLUMNS)
-                .filter(pl.col("submission_id").is_in(versions.get_column("submission_id").implode()))
-                .collect()
-            )
-            winners = versions.join(current, on=[*SUBMISSION_KEY, *VERSION_COLUMNS], how="semi")
+        # one snapshot of each table for every slice (a slice's rows are untouched by the
+        # other slices' merges), so each log is read once per attempt, not once per slice
+        current = (
+            _scan(submissions_uri, storage_options).select(*version_key)
+            if versions.height and table_exists(submissions_uri, storage_options) else None
+        )
+
+        def winners_in(sl: KeySlice) -> pl.DataFrame:
+            # the batch versions of the slice that are the table's version. A semi-join
+            # with the slice's rows, not an is_in filter in the scan: the scan's filter
+            # with the batch's ids cost twice as much
+            mine = versions.filter(sl.expr())
+            if current is None or mine.height == 0:
+                return mine.head(0)
+            return mine.join(current.filter(sl.expr()).collect(), on=version_key, how="semi")
+
         if not table_exists(uri, storage_options):
-            return _create(uri, answers.join(winners, on=[*SUBMISSION_KEY, *VERSION_COLUMNS], how="semi"),
-                           storage_options, sliced=True)
+            winners = pl.concat([winners_in(sl) for sl in key_slices()])
+            return _create(uri, answers.join(winners, on=version_key, how="semi"), storage_options, sliced=True)
         columns = answers.columns
         values = {c: f"s.{c}" for c in columns}
-        # one snapshot for every slice (a slice's rows are untouched by the other slices'
-        # merges), so the log is read once per attempt, not once per slice
         table = _scan(uri, storage_options)
 
         def changes_in(sl: KeySlice) -> pl.DataFrame | None:
             # the slice's winners, their rows in the table, the changes: the joins hold one
             # slice of the batch at a time (all at once, they were the step's memory peak)
-            won = winners.filter(sl.expr())
+            won = winners_in(sl)
             if won.height == 0:
                 return None
             existing = (
-                table
-                .filter(sl.expr())
-                .select(*ANSWER_KEY, *VERSION_COLUMNS)
-                .filter(pl.col("submission_id").is_in(won.get_column("submission_id").implode()))
-                .collect()
+                table.filter(sl.expr()).select(*ANSWER_KEY, *VERSION_COLUMNS).collect()
+                .join(won.select(SUBMISSION_KEY), on=SUBMISSION_KEY, how="semi")
             )
             return answers_changes(answers.filter(sl.expr()), won, existing)
 
