@@ -14,6 +14,7 @@ rewritten whole, where Delta's MERGE rewrites the files it touches (with a
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 
@@ -52,7 +53,7 @@ def stop_jvm(spark) -> None:
             proc.terminate()
             try:
                 proc.wait(timeout=30)
-            except Exception:  # noqa: BLE001 - a JVM that ignores SIGTERM is killed
+            except subprocess.TimeoutExpired:  # a JVM that ignores SIGTERM is killed
                 proc.kill()
                 proc.wait()
         SparkContext._gateway = None

@@ -66,6 +66,8 @@ QUARANTINE_TABLE = "silver/survey_quarantine"
 
 VERSION_COLUMNS = ["event_time", "kafka_partition", "kafka_offset"]
 SUBMISSION_KEY = ["submission_id"]
+# one version of one submission: what the answers of a version are joined on
+VERSION_KEY = [*SUBMISSION_KEY, *VERSION_COLUMNS]
 ANSWER_KEY = ["submission_id", "question_id"]
 QUARANTINE_KEY = ["kafka_topic", "kafka_partition", "kafka_offset"]
 
@@ -331,7 +333,7 @@ def answers_changes(
     that differ from the table) and deletes (``_action='delete'``, questions the
     winning version does not have, carrying the winner's version).
     """
-    desired = answers.join(winners, on=[*SUBMISSION_KEY, *VERSION_COLUMNS], how="semi")
+    desired = answers.join(winners, on=VERSION_KEY, how="semi")
     if existing is None or existing.height == 0:
         return desired.with_columns(_action=pl.lit("upsert"))
     upserts = desired.join(existing, on=[*ANSWER_KEY, *VERSION_COLUMNS], how="anti")
@@ -357,14 +359,13 @@ def merge_answers(
     ``batch_versions``: the batch's submissions (submission_id + VERSION_COLUMNS);
     call after ``merge_submissions`` so the table says which of them won.
     """
-    versions = batch_versions.select(*SUBMISSION_KEY, *VERSION_COLUMNS)
-    version_key = [*SUBMISSION_KEY, *VERSION_COLUMNS]
+    versions = batch_versions.select(VERSION_KEY)
 
     def step() -> MergeOutcome:
         # one snapshot of each table for every slice (a slice's rows are untouched by the
         # other slices' merges), so each log is read once per attempt, not once per slice
         current = (
-            _scan(submissions_uri, storage_options).select(*version_key)
+            _scan(submissions_uri, storage_options).select(VERSION_KEY)
             if versions.height and table_exists(submissions_uri, storage_options) else None
         )
 
@@ -375,11 +376,11 @@ def merge_answers(
             mine = versions.filter(sl.expr())
             if current is None or mine.height == 0:
                 return mine.head(0)
-            return mine.join(current.filter(sl.expr()).collect(), on=version_key, how="semi")
+            return mine.join(current.filter(sl.expr()).collect(), on=VERSION_KEY, how="semi")
 
         if not table_exists(uri, storage_options):
             winners = pl.concat([winners_in(sl) for sl in key_slices()])
-            return _create(uri, answers.join(winners, on=version_key, how="semi"), storage_options, sliced=True)
+            return _create(uri, answers.join(winners, on=VERSION_KEY, how="semi"), storage_options, sliced=True)
         columns = answers.columns
         values = {c: f"s.{c}" for c in columns}
         table = _scan(uri, storage_options)
@@ -470,10 +471,9 @@ def answers_inconsistencies(submissions: pl.DataFrame, answers: pl.DataFrame) ->
     """Submissions whose answers are not exactly their winning version's: answer rows
     of another version or of no submission, or a count different from answer_count.
     One row per submission id with the problem; empty when the tables agree."""
-    keys = [*SUBMISSION_KEY, *VERSION_COLUMNS]
-    per_version = answers.group_by(keys).agg(pl.len().cast(pl.Int64).alias("answer_rows"))
-    joined = submissions.select(*keys, pl.col("answer_count").cast(pl.Int64)).join(
-        per_version, on=keys, how="full", coalesce=True
+    per_version = answers.group_by(VERSION_KEY).agg(pl.len().cast(pl.Int64).alias("answer_rows"))
+    joined = submissions.select(*VERSION_KEY, pl.col("answer_count").cast(pl.Int64)).join(
+        per_version, on=VERSION_KEY, how="full", coalesce=True
     )
     return (
         joined.with_columns(
