@@ -357,6 +357,54 @@ def test_tables_stay_clustered_and_a_batch_rewrites_only_the_slices_it_touches(t
     assert_matches_expected(tables, first + second)
 
 
+def test_new_rows_are_appended_and_a_correction_reads_and_rewrites_only_the_recent_file(tmp_path):
+    """New submissions and their answers are appended (no existing file is read or
+    rewritten); a correction of a recent submission reads and rewrites only the file that
+    holds it: the older files of its key range are skipped by their kafka_offset."""
+    tables = tables_in(str(tmp_path))
+    batches = [_records([f"a{b}{n}-x" for n in range(3)], minute=b, first_offset=10 * b) for b in range(3)]
+    for b, records in enumerate(batches):
+        result = merge_batch(tables, parse_batch(batch_frame(records, b)))
+        if b:
+            for o in (result.submissions, result.answers):
+                assert (o.inserted, o.files_scanned, o.files_rewritten) == (3 if o is result.submissions else 6, 0, 0)
+    before = {uri: _files(uri) for uri in (tables.submissions, tables.answers)}
+    assert all(len(files) == 3 for files in before.values())  # one file per batch, all in range 'a'
+
+    # a correction of a submission of the last batch (one answer dropped, one changed), and a new one
+    fix = {**batches[2][1], "minute": 9, "answers": {"P01": 4}, "offset": 40}
+    new = {**batches[2][0], "sid": "a9-new", "offset": 41}
+    result = merge_batch(tables, parse_batch(batch_frame([fix, new], 3)))
+    assert (result.submissions.inserted, result.submissions.updated) == (1, 1)
+    assert (result.answers.inserted, result.answers.updated, result.answers.deleted) == (2, 1, 1)
+    for o in (result.submissions, result.answers):
+        assert (o.files_scanned, o.files_rewritten) == (1, 1)
+    for uri in (tables.submissions, tables.answers):
+        removed = set(before[uri]) - set(_files(uri))
+        assert len(removed) == 1 and {before[uri][p] for p in removed} == {
+            (f"a{2}0-x", f"a{2}2-x")}  # the last batch's file; the two older ones are untouched
+    assert_matches_expected(tables, [r for records in batches for r in records] + [fix, new])
+
+
+def test_new_rows_are_written_in_arrival_order_in_pieces(tmp_path, monkeypatch):
+    """A slice's new rows go out sorted by kafka_offset in FILE_BYTES pieces, so each file
+    holds one stretch of the stream (what lets a correction skip the older files)."""
+    import school_equity.silver.merge as merge
+
+    monkeypatch.setattr(merge, "FILE_BYTES", 4096)
+    tables = tables_in(str(tmp_path))
+    merge_batch(tables, parse_batch(batch_frame(_records(["a0-x"], minute=0, first_offset=0), 0)))
+    ids = [f"a{n:04d}-y" for n in range(2500)]  # delta-rs cuts files at 1024-row steps
+    records = _records(ids[::-1], minute=1, first_offset=1)  # offsets against the id order
+    merge_batch(tables, parse_batch(batch_frame(records, 1)))
+    for uri in (tables.submissions, tables.answers):
+        actions = pl.DataFrame(DeltaTable(uri).get_add_actions(flatten=True))
+        ranges = sorted(actions.select("min.kafka_offset", "max.kafka_offset").rows())
+        assert len(ranges) >= 3
+        assert all(hi < lo for (_, hi), (lo, _) in zip(ranges, ranges[1:], strict=False))  # none overlap
+    assert_matches_expected(tables, _records(["a0-x"], minute=0, first_offset=0) + records)
+
+
 def test_a_table_whose_files_span_slices_is_merged_whole(tmp_path):
     """Tables written before the sliced layout (one file holding every range) still merge
     correctly, in one piece, and give the same tables as the sliced layout."""

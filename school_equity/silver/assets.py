@@ -167,6 +167,8 @@ def _batch_summary(b: _MergedBatch) -> dict:
         "answers_updated": merged.answers.updated,
         "answers_deleted": merged.answers.deleted,
         "quarantine_inserted": merged.quarantine.inserted,
+        "submissions_files_rewritten": merged.submissions.files_rewritten,
+        "answers_files_rewritten": merged.answers.files_rewritten,
         "merge_attempts": max(merged.submissions.attempts, merged.answers.attempts, merged.quarantine.attempts),
     }
 

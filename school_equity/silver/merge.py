@@ -16,24 +16,39 @@ Why every batch order gives the same tables:
   re-run.
 - ``survey_quarantine``: insert-only on (kafka_topic, kafka_partition, kafka_offset).
 
+Rows of keys a table does not hold yet (a new submission, the answers of a submission
+with none in the table) are appended as new files, not merged: a delta-rs MERGE joins
+its whole source with every file its predicate leaves in, and rewrites every file
+holding a matched row, so merging the new rows too made each batch scan the table.
+The rows of keys the table holds (newer versions, their answers' changes) go through a
+MERGE whose predicate also carries the least ``kafka_offset`` of the table rows they
+match, as a literal: new files are written in arrival order (``kafka_offset``) in
+``FILE_BYTES`` pieces, and duplicates and corrections follow their first version
+closely, so delta-rs skips the older files by their statistics and rewrites only the
+recent ones that hold a matched row. The split is decided on a snapshot of the table;
+it is sound because Silver has one writer at a time (the pool; the MERGE's guard on
+versions still holds, and the blocking unique-key checks would name a key two racing
+writers had both appended).
+
 A merge that would change nothing is not committed (delta-rs writes no version for
 it, and the answers merge is skipped when nothing differs), so re-merging a batch
 leaves even the table version alone. New columns in a source (a v2 field) are added
-to the table (``merge_schema=True``); a column the source lacks is sent as null, so
-a newer v1 version clears a v2 field instead of keeping a stale value.
+to the table first, even when no row of the batch wins, so the schema does not depend
+on the order; a column the source lacks is sent as null, so a newer v1 version clears
+a v2 field instead of keeping a stale value.
 
 Concurrent merges into one table fail with ``CommitFailedError``: each step is
 retried from a fresh snapshot with backoff (the Dagster assets also serialise them
 with a pool).
 
-Key-range slices (submissions and answers): submission ids are random, so every batch
-matches rows in every file, and one delta-rs MERGE rewrites the whole table in one
-plan: about 1 GiB resident above the process for the 5.6M-row answers table of a
-1M-event run, whatever the batch size. Both tables are therefore kept clustered in
-the ``KEY_SLICE_BOUNDS`` ranges of ``submission_id`` (a file holds ids of one range) and a
-batch is merged one range at a time, the range written into the merge predicate as
-literals so delta-rs skips every other file by its statistics: each merge rewrites a
-sixteenth of the table. A submission and all its answers fall in one range, so each
+Key-range slices (submissions and answers): submission ids are random, so a batch has
+keys in every file, and one delta-rs MERGE of the whole table was one plan: about 1 GiB
+resident above the process for the 5.6M-row answers table of a 1M-event run. Both
+tables are therefore kept clustered in the ``KEY_SLICE_BOUNDS`` ranges of
+``submission_id`` (a file holds ids of one range) and a batch is merged one range at a
+time, the range written into the merge predicate as
+literals so delta-rs skips every other file by its statistics: each merge reads at most
+a sixteenth of the table. A submission and all its answers fall in one range, so each
 submission's change still commits atomically; a batch is several commits (readers
 between them see some ranges merged, never half a submission). A table whose files
 span ranges (written before this layout) is merged in one piece, as before. A new
@@ -53,7 +68,7 @@ from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, Schema, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.table import TableMerger
 
@@ -80,6 +95,14 @@ SOURCE_IS_NEWER = (
 
 T = TypeVar("T")
 
+
+def _newer(a: str, b: str) -> pl.Expr:
+    """The version in columns suffixed ``a`` is strictly newer than the one suffixed ``b``
+    (SOURCE_IS_NEWER as a polars expression)."""
+    t, p, o = (pl.col(c + a) for c in VERSION_COLUMNS)
+    t2, p2, o2 = (pl.col(c + b) for c in VERSION_COLUMNS)
+    return (t > t2) | ((t == t2) & ((p > p2) | ((p == p2) & (o > o2))))
+
 # Lower bounds of the submission_id ranges after the first: ids are UUIDs, so sixteen
 # ranges by the first hex digit hold a sixteenth of the rows each. Any other id still
 # falls in exactly one range (the first and last are open-ended), only less evenly.
@@ -95,7 +118,23 @@ class MergeOutcome:
     deleted: int = 0
     created: bool = False  # this step created the table
     committed: bool = False  # this step wrote a new table version
+    # existing data files the step's merges read and rewrote (new rows are appended in
+    # new files and rewrite none): what a batch costs beyond its own rows
+    files_scanned: int = 0
+    files_rewritten: int = 0
     attempts: int = 1
+
+
+@dataclass(frozen=True)
+class SliceRows:
+    """One slice of a batch: rows of keys the table does not hold (appended) and rows
+    to merge into the table's rows (updates, deletes)."""
+
+    fresh: pl.DataFrame
+    merge: pl.DataFrame
+    # the least kafka_offset of the table rows the merge rows match: a literal lower bound
+    # in the merge predicate, so delta-rs skips the files written before them
+    floor: int | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +213,18 @@ def _align(source: pl.DataFrame, target: pl.Schema) -> pl.DataFrame:
     return out.select([*(c for c in target), *(c for c in out.columns if c not in target)])
 
 
+def _add_new_columns(uri: str, source: pl.DataFrame, target: pl.Schema,
+                     storage_options: dict[str, str] | None) -> bool:
+    """Add the source's columns the table lacks (a v2 field) to the table, whether or not
+    any of the source's rows is then written: the schema follows every batch merged, in
+    any order. Returns whether it added any."""
+    new = [c for c in source.columns if c not in target]
+    if new:
+        fields = Schema.from_arrow(source.select(new).to_arrow().schema).fields
+        DeltaTable(uri, storage_options=storage_options).alter.add_columns(fields)
+    return bool(new)
+
+
 def _create(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | None, *,
             sliced: bool = False) -> MergeOutcome:
     """Create the table with ``frame``. mode="error": if another writer created the table
@@ -199,6 +250,8 @@ def _outcome(uri: str, metrics: dict, storage_options: dict[str, str] | None) ->
         updated=updated,
         deleted=deleted,
         committed=bool(inserted or updated or deleted),
+        files_scanned=int(metrics.get("num_target_files_scanned", 0)),
+        files_rewritten=int(metrics.get("num_target_files_removed", 0)),
     )
 
 
@@ -261,6 +314,17 @@ def merge_slices(dt: DeltaTable, column: str = "submission_id") -> list[KeySlice
     return slices
 
 
+# the size delta-rs aims at for the files of new rows: small enough that a correction of
+# a recent submission rewrites a small file, large enough to keep the file count low
+FILE_BYTES = 2 * 1024 * 1024
+
+
+def _in_arrival_order(frame: pl.DataFrame) -> pa.Table:
+    if "kafka_offset" in frame.columns:
+        frame = frame.sort("kafka_offset", "kafka_partition")
+    return frame.to_arrow()
+
+
 def _create_sliced(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | None) -> int:
     """Create the table from ``frame`` one slice per commit so that each file holds one
     key range; the first commit uses mode="error" (losing a creation race fails it and
@@ -272,30 +336,46 @@ def _create_sliced(uri: str, frame: pl.DataFrame, storage_options: dict[str, str
         # an empty frame still creates the table (with the last slice, nothing before it)
         if part.height == 0 and not (commits == 0 and i == len(slices) - 1):
             continue
-        write_deltalake(uri, part.to_arrow(), mode="error" if commits == 0 else "append",
-                        storage_options=storage_options)
+        write_deltalake(uri, _in_arrival_order(part), mode="error" if commits == 0 else "append",
+                        target_file_size=FILE_BYTES, storage_options=storage_options)
         commits += 1
     return commits
 
 
 def _merge_by_slices(
-    uri: str, source: Callable[[KeySlice], pl.DataFrame | None], storage_options: dict[str, str] | None,
+    uri: str, source: Callable[[KeySlice], SliceRows | None], storage_options: dict[str, str] | None,
     merger: Callable[[DeltaTable, pa.Table, str], TableMerger],
 ) -> MergeOutcome:
-    """Run one delta-rs merge per slice of ``merge_slices``: ``source(slice)`` gives that
-    slice's source rows (None or empty: nothing to merge there), and
-    ``merger(dt, slice_rows, slice_predicate)`` builds the merge (its predicate must start
-    with ``slice_predicate`` so delta-rs skips the other slices' files). The source is
-    built slice by slice so that what it joins against the table is a slice's too."""
+    """Write one batch slice by slice of ``merge_slices``: ``source(slice)`` gives that
+    slice's rows (None: nothing to write there). Its ``fresh`` rows (keys the table does
+    not hold) are appended as new files of the slice; its ``merge`` rows go through
+    ``merger(dt, rows, slice_predicate)`` (whose predicate must start with
+    ``slice_predicate`` so delta-rs skips the other slices' files). The source is built
+    slice by slice so that what it joins against the table is a slice's too."""
     dt = DeltaTable(uri, storage_options=storage_options)
+    schema = _scan(uri, storage_options).collect_schema()
     total: dict[str, int] = {}
+
+    def add(k: str, n: int) -> None:
+        total[k] = total.get(k, 0) + n
+
     for sl in merge_slices(dt):
         part = source(sl)
-        if part is None or part.height == 0:
+        if part is None:
             continue
-        metrics = merger(dt, part.to_arrow(), sl.sql("t.submission_id")).execute()
-        for k in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted"):
-            total[k] = total.get(k, 0) + int(metrics.get(k, 0))
+        if part.merge.height:
+            bound = sl.sql("t.submission_id")
+            if part.floor is not None:
+                bound = f"{bound} AND t.kafka_offset >= {int(part.floor)}"
+            metrics = merger(dt, part.merge.to_arrow(), bound).execute()
+            for k in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted",
+                      "num_target_files_scanned", "num_target_files_removed"):
+                add(k, int(metrics.get(k, 0)))
+        # after the merge, which so has one file fewer to consider
+        if part.fresh.height:
+            write_deltalake(dt, _in_arrival_order(_align(part.fresh, schema)), mode="append", schema_mode="merge",
+                            target_file_size=FILE_BYTES, storage_options=storage_options)
+            add("num_target_rows_inserted", part.fresh.height)
     return _outcome(uri, total, storage_options)
 
 
@@ -310,8 +390,23 @@ def merge_submissions(
             return _create(uri, submissions, storage_options, sliced=True)
         if submissions.height == 0:
             return MergeOutcome(uri, table_version(uri, storage_options))
-        source = _align(submissions, _scan(uri, storage_options).collect_schema())
-        return _merge_by_slices(uri, lambda sl: source.filter(sl.expr()), storage_options, lambda dt, rows, in_slice: (
+        table = _scan(uri, storage_options)
+        if _add_new_columns(uri, submissions, table.collect_schema(), storage_options):
+            table = _scan(uri, storage_options)
+        source = _align(submissions, table.collect_schema())
+        current = table.select(VERSION_KEY)
+
+        def rows_in(sl: KeySlice) -> SliceRows | None:
+            mine = source.filter(sl.expr())
+            if mine.height == 0:
+                return None
+            held = current.filter(sl.expr()).collect()
+            # only versions newer than the table's go to the merge (its guard re-checks)
+            newer = mine.join(held, on=SUBMISSION_KEY, how="inner", suffix="_t").filter(_newer("", "_t"))
+            return SliceRows(fresh=mine.join(held, on=SUBMISSION_KEY, how="anti"), merge=newer.select(mine.columns),
+                             floor=newer.get_column("kafka_offset_t").min())
+
+        return _merge_by_slices(uri, rows_in, storage_options, lambda dt, rows, in_slice: (
             dt.merge(rows, predicate=f"{in_slice} AND t.submission_id = s.submission_id",
                      source_alias="s", target_alias="t", merge_schema=True)
             .when_matched_update_all(predicate=SOURCE_IS_NEWER)
@@ -395,7 +490,11 @@ def merge_answers(
                 table.filter(sl.expr()).select(*ANSWER_KEY, *VERSION_COLUMNS).collect()
                 .join(won.select(SUBMISSION_KEY), on=SUBMISSION_KEY, how="semi")
             )
-            return answers_changes(answers.filter(sl.expr()), won, existing)
+            changes = answers_changes(answers.filter(sl.expr()), won, existing)
+            # winners with no answer in the table yet: their answers are only inserts
+            held = changes.get_column("submission_id").is_in(existing.get_column("submission_id").implode())
+            return SliceRows(fresh=changes.filter(~held).drop("_action"), merge=changes.filter(held),
+                             floor=existing.get_column("kafka_offset").min())
 
         return _merge_by_slices(uri, changes_in, storage_options, lambda dt, rows, in_slice: (
             dt.merge(rows, predicate=f"{in_slice} AND t.submission_id = s.submission_id "
