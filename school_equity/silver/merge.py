@@ -490,11 +490,17 @@ def merge_answers(
                 table.filter(sl.expr()).select(*ANSWER_KEY, *VERSION_COLUMNS).collect()
                 .join(won.select(SUBMISSION_KEY), on=SUBMISSION_KEY, how="semi")
             )
-            changes = answers_changes(answers.filter(sl.expr()), won, existing)
-            # winners with no answer in the table yet: their answers are only inserts
-            held = changes.get_column("submission_id").is_in(existing.get_column("submission_id").implode())
-            return SliceRows(fresh=changes.filter(~held).drop("_action"), merge=changes.filter(held),
-                             floor=existing.get_column("kafka_offset").min())
+            mine = answers.filter(sl.expr())
+            if existing.height == 0:  # no winner has an answer in the table yet: only inserts
+                return SliceRows(fresh=mine.join(won, on=VERSION_KEY, how="semi"), merge=mine.head(0))
+            held = existing.select(SUBMISSION_KEY).unique()
+            won_new = won.join(held, on=SUBMISSION_KEY, how="anti")
+            won_held = won.join(held, on=SUBMISSION_KEY, how="semi")
+            return SliceRows(
+                fresh=mine.join(won_new, on=VERSION_KEY, how="semi"),
+                merge=answers_changes(mine.join(won_held, on=VERSION_KEY, how="semi"), won_held, existing),
+                floor=existing.get_column("kafka_offset").min(),
+            )
 
         return _merge_by_slices(uri, changes_in, storage_options, lambda dt, rows, in_slice: (
             dt.merge(rows, predicate=f"{in_slice} AND t.submission_id = s.submission_id "
