@@ -133,10 +133,9 @@ def project_merge(lake_dir: Path, batch_id: str) -> dict[str, float]:
     return out
 
 
-def merge_steps(lake_dir: Path, batch_id: str) -> tuple[dict[str, float], dict[str, tuple[int, int, int]]]:
+def merge_steps(lake_dir: Path, batch_id: str) -> tuple[dict[str, float], dict[str, tuple[int, int]]]:
     """merge_batch's three table merges timed one by one (what merge_batch calls, in its order),
-    and for submissions and answers (existing data files, files the merges read, files they
-    rewrote)."""
+    and for submissions and answers (existing data files, files the merges rewrote)."""
     from deltalake import DeltaTable
 
     from school_equity.bronze.store import read_batch
@@ -161,8 +160,7 @@ def merge_steps(lake_dir: Path, batch_id: str) -> tuple[dict[str, float], dict[s
         tables.answers, parsed.answers, submissions_uri=tables.submissions, batch_versions=parsed.submissions
     )
     out["merge_answers"] = time.perf_counter() - t
-    files = {k: (files_before[k], o.files_scanned, o.files_rewritten) for k, o in (("submissions", subs),
-                                                                                  ("answers", answers))}
+    files = {k: (files_before[k], o.files_rewritten) for k, o in (("submissions", subs), ("answers", answers))}
     return out, files
 
 
@@ -351,8 +349,8 @@ def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: i
         )
     if files_profile:
         sec.notes.append(
-            "Existing data files the merge read / rewrote (new rows are appended in new files): " + "; ".join(
-                f"{k} {scanned} / {rewritten} of {n}" for k, (n, scanned, rewritten) in files_profile.items())
+            "Existing data files the merge rewrote (new rows are appended in new files): " + "; ".join(
+                f"{k} {rewritten} of {n}" for k, (n, rewritten) in files_profile.items())
         )
     if profile:
         sec.notes.append("Profile of one project merge (the target was missed): " + profile)

@@ -357,28 +357,38 @@ def test_tables_stay_clustered_and_a_batch_rewrites_only_the_slices_it_touches(t
     assert_matches_expected(tables, first + second)
 
 
-def test_new_rows_are_appended_and_a_correction_reads_and_rewrites_only_the_recent_file(tmp_path):
-    """New submissions and their answers are appended (no existing file is read or
-    rewritten); a correction of a recent submission reads and rewrites only the file that
-    holds it: the older files of its key range are skipped by their kafka_offset."""
+def test_new_rows_are_appended_and_a_correction_reads_and_rewrites_only_the_recent_file(tmp_path, monkeypatch):
+    """New submissions and their answers are appended (no MERGE runs, no file is rewritten);
+    a correction of a recent submission goes through a MERGE that reads and rewrites only
+    the file holding it: the older files of its key range are skipped by their kafka_offset."""
+    from deltalake.table import TableMerger
+
+    merges: list[dict] = []  # delta-rs's metrics of every MERGE the project runs
+    execute = TableMerger.execute
+    monkeypatch.setattr(TableMerger, "execute", lambda self: merges.append(execute(self)) or merges[-1])
+
     tables = tables_in(str(tmp_path))
     batches = [_records([f"a{b}{n}-x" for n in range(3)], minute=b, first_offset=10 * b) for b in range(3)]
     for b, records in enumerate(batches):
         result = merge_batch(tables, parse_batch(batch_frame(records, b)))
         if b:
-            for o in (result.submissions, result.answers):
-                assert (o.inserted, o.files_scanned, o.files_rewritten) == (3 if o is result.submissions else 6, 0, 0)
+            assert (result.submissions.inserted, result.answers.inserted) == (3, 6)
+            assert (result.submissions.files_rewritten, result.answers.files_rewritten) == (0, 0)
+    assert merges == []  # batches of new keys only (and no quarantined record): appends, no MERGE
     before = {uri: _files(uri) for uri in (tables.submissions, tables.answers)}
     assert all(len(files) == 3 for files in before.values())  # one file per batch, all in range 'a'
 
     # a correction of a submission of the last batch (one answer dropped, one changed), and a new one
     fix = {**batches[2][1], "minute": 9, "answers": {"P01": 4}, "offset": 40}
     new = {**batches[2][0], "sid": "a9-new", "offset": 41}
+    merges.clear()
     result = merge_batch(tables, parse_batch(batch_frame([fix, new], 3)))
     assert (result.submissions.inserted, result.submissions.updated) == (1, 1)
     assert (result.answers.inserted, result.answers.updated, result.answers.deleted) == (2, 1, 1)
-    for o in (result.submissions, result.answers):
-        assert (o.files_scanned, o.files_rewritten) == (1, 1)
+    assert (result.submissions.files_rewritten, result.answers.files_rewritten) == (1, 1)
+    # submissions, then answers: each MERGE read one file of the three
+    assert [(m["num_target_files_scanned"], m["num_target_files_skipped_during_scan"]) for m in merges] == [
+        (1, 2), (1, 2)]
     for uri in (tables.submissions, tables.answers):
         removed = set(before[uri]) - set(_files(uri))
         assert len(removed) == 1 and {before[uri][p] for p in removed} == {

@@ -118,9 +118,8 @@ class MergeOutcome:
     deleted: int = 0
     created: bool = False  # this step created the table
     committed: bool = False  # this step wrote a new table version
-    # existing data files the step's merges read and rewrote (new rows are appended in
-    # new files and rewrite none): what a batch costs beyond its own rows
-    files_scanned: int = 0
+    # existing data files the step's merges rewrote (new rows are appended in new files
+    # and rewrite none): what a batch costs beyond its own rows
     files_rewritten: int = 0
     attempts: int = 1
 
@@ -250,7 +249,6 @@ def _outcome(uri: str, metrics: dict, storage_options: dict[str, str] | None) ->
         updated=updated,
         deleted=deleted,
         committed=bool(inserted or updated or deleted),
-        files_scanned=int(metrics.get("num_target_files_scanned", 0)),
         files_rewritten=int(metrics.get("num_target_files_removed", 0)),
     )
 
@@ -369,7 +367,7 @@ def _merge_by_slices(
                 bound = f"{bound} AND t.kafka_offset >= {int(part.floor)}"
             metrics = merger(dt, part.merge.to_arrow(), bound).execute()
             for k in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted",
-                      "num_target_files_scanned", "num_target_files_removed"):
+                      "num_target_files_removed"):
                 add(k, int(metrics.get(k, 0)))
         # after the merge, which so has one file fewer to consider
         if part.fresh.height:
