@@ -45,3 +45,30 @@ def test_read_batch_same_on_s3_and_local(s3_lake_root, tmp_path):
     assert local.select("partition", "offset").rows() == sorted(local.select("partition", "offset").rows())
     assert local.get_column("value").null_count() == 3  # null payloads stay null
     assert s3.equals(local)
+
+
+def test_silver_merge_same_on_s3_and_local(s3_lake_root, tmp_path):
+    """The Silver writes (new keys appended, held keys merged with their kafka_offset bound,
+    a v2 column added) give the same tables on S3 as on local disk."""
+    from polars.testing import assert_frame_equal
+
+    from assets_tests.silver.test_silver_merge import batch_frame, merge_all, state
+    from school_equity.silver.merge import SilverTables
+
+    first = [{"sid": f"{c}{n}-x", "minute": n, "answers": {"P01": 1 + n % 4, "P02": 2}, "partition": 0,
+              "offset": 2 * n + (c == "a")} for c in "0a" for n in range(4)]
+    second = [
+        {**first[3], "minute": 9, "answers": {"P03": 4}, "offset": 20},  # a correction: P01/P02 go
+        {**first[6], "minute": 9, "answers": {"P01": 3, "P02": 2}, "offset": 21, "version": 2},
+        {"sid": "f-new", "minute": 9, "answers": {"P04": 1}, "partition": 0, "offset": 22},
+    ]
+    states = {}
+    for name, root in (("local", str(tmp_path / "lake")), ("s3", s3_lake_root)):
+        tables = SilverTables.in_lake(Lake(root))
+        merge_all(tables, [batch_frame(first, 0), batch_frame(second, 1)])
+        states[name] = state(tables)
+    subs, answers, _ = states["local"]
+    assert subs.height == 9 and "language" in subs.columns
+    assert answers.filter(pl.col("submission_id") == first[3]["sid"]).get_column("question_id").to_list() == ["P03"]
+    for x, y in zip(states["local"], states["s3"], strict=True):
+        assert_frame_equal(x, y)
