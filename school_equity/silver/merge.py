@@ -45,10 +45,9 @@ Key-range slices (submissions and answers): submission ids are random, so a batc
 keys in every file, and one delta-rs MERGE of the whole table was one plan: about 1 GiB
 resident above the process for the 5.6M-row answers table of a 1M-event run. Both
 tables are therefore kept clustered in the ``KEY_SLICE_BOUNDS`` ranges of
-``submission_id`` (a file holds ids of one range) and a batch is merged one range at a
-time, the range written into the merge predicate as
-literals so delta-rs skips every other file by its statistics: each merge reads at most
-a sixteenth of the table. A submission and all its answers fall in one range, so each
+``submission_id`` (a file holds ids of one range) and a batch is written one range at a
+time, the range written into the merge predicate as literals so delta-rs skips every
+other file by its statistics: each merge reads at most a sixteenth of the table. A submission and all its answers fall in one range, so each
 submission's change still commits atomically; a batch is several commits (readers
 between them see some ranges merged, never half a submission). A table whose files
 span ranges (written before this layout) is merged in one piece, as before. A new
@@ -102,6 +101,7 @@ def _newer(a: str, b: str) -> pl.Expr:
     t, p, o = (pl.col(c + a) for c in VERSION_COLUMNS)
     t2, p2, o2 = (pl.col(c + b) for c in VERSION_COLUMNS)
     return (t > t2) | ((t == t2) & ((p > p2) | ((p == p2) & (o > o2))))
+
 
 # Lower bounds of the submission_id ranges after the first: ids are UUIDs, so sixteen
 # ranges by the first hex digit hold a sixteenth of the rows each. Any other id still
@@ -369,7 +369,7 @@ def _merge_by_slices(
             for k in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted",
                       "num_target_files_removed"):
                 add(k, int(metrics.get(k, 0)))
-        # after the merge, which so has one file fewer to consider
+        # appended after the merge, so the merge has one file fewer to consider
         if part.fresh.height:
             write_deltalake(dt, _in_arrival_order(_align(part.fresh, schema)), mode="append", schema_mode="merge",
                             target_file_size=FILE_BYTES, storage_options=storage_options)
