@@ -47,11 +47,11 @@ resident above the process for the 5.6M-row answers table of a 1M-event run. Bot
 tables are therefore kept clustered in the ``KEY_SLICE_BOUNDS`` ranges of
 ``submission_id`` (a file holds ids of one range) and a batch is written one range at a
 time, the range written into the merge predicate as literals so delta-rs skips every
-other file by its statistics: each merge reads at most a sixteenth of the table. A submission and all its answers fall in one range, so each
-submission's change still commits atomically; a batch is several commits (readers
-between them see some ranges merged, never half a submission). A table whose files
-span ranges (written before this layout) is merged in one piece, as before. A new
-table is written one range per commit: the first commit creates it (and fails if
+other file by its statistics: each merge reads at most a sixteenth of the table. A
+submission and all its answers fall in one range, so each submission's change still
+commits atomically; a batch is several commits (readers between them see some ranges
+merged, never half a submission). A table whose files span ranges (written before this
+layout) is merged in one piece, as before. A new table is written one range per commit: the first commit creates it (and fails if
 another writer did first), the others append, which is safe because Silver has one
 writer at a time (the pool); were two first batches to race past it anyway, the
 blocking unique-key checks would name the duplicated keys.
