@@ -15,6 +15,7 @@ Target >= 250k rows/s.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ SPARK_CASE = "local Spark: the same transformation (Parquet in/out)"
 PROJECT_CASE = "project: read_batch + parse_batch + validate + merge_batch"
 FLOOR_BATCH = "I/O floor: plain Parquet read + write of the batch's rows"
 FLOOR_TABLES = "I/O floor: plain Parquet read + write of the batch's and the existing tables' rows"
+DECODE_FLOOR = "decode floor: json.loads of every payload, one thread, nothing else"
 TARGET_ROWS_PER_S = 250_000
 
 
@@ -114,19 +116,24 @@ def project_merge(lake_dir: Path, batch_id: str) -> dict[str, float]:
     out = {}
     cpu0 = time.process_time()
     t0 = time.perf_counter()
+    clock = [t0, cpu0]
+
+    def stage(name: str) -> None:
+        """Wall and CPU (all threads) seconds since the previous stage ended."""
+        now, cpu = time.perf_counter(), time.process_time()
+        out[name], out[f"cpu_{name}"] = now - clock[0], cpu - clock[1]
+        clock[:] = [now, cpu]
+
     bronze = validate_or_raise(read_batch(lake, batch_id), BronzeSurveyEvents)
-    out["read"] = time.perf_counter() - t0
-    t = time.perf_counter()
+    stage("read")
     parsed = parse_batch(bronze)
-    out["parse"] = time.perf_counter() - t
-    t = time.perf_counter()
+    stage("parse")
     validate_or_raise(parsed.submissions, SilverSurveySubmissions)
     validate_or_raise(parsed.answers, SilverSurveyAnswers)
     validate_or_raise(parsed.quarantine, SilverSurveyQuarantine)
-    out["validate"] = time.perf_counter() - t
-    t = time.perf_counter()
+    stage("validate")
     merge_batch(SilverTables.in_lake(lake), parsed)
-    out["merge"] = time.perf_counter() - t
+    stage("merge")
     out["total"] = time.perf_counter() - t0
     out["cpu"] = time.process_time() - cpu0
     out["_stats"] = parsed.stats._asdict()
@@ -191,6 +198,24 @@ def io_floor(bronze_files: list[str], existing: dict[str, list[str]], out_dir: P
     return t.s
 
 
+def json_decode_floor(bronze_files: list[str]) -> float:
+    """Seconds to ``json.loads`` every payload of the batch in one thread, nothing else (no
+    rule, no frame, no write; the payloads are read before the timer): what any decoder of
+    the records in Python costs at least, one core each."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    values = pq.read_table(bronze_files, columns=["value"]).column("value").to_pylist()
+    with Timer() as t:
+        for v in values:
+            try:
+                json.loads(v)
+            except (ValueError, TypeError):  # the malformed records: still a decode attempt
+                pass
+    return t.s
+
+
 def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: int = 1, log=print) -> Section:
     import polars as pl
 
@@ -246,6 +271,7 @@ def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: i
             PROJECT_CASE: project,
             FLOOR_BATCH: lambda: io_floor(bronze_files, {}, tmp / "floor"),
             FLOOR_TABLES: lambda: io_floor(bronze_files, existing, tmp / "floor"),
+            DECODE_FLOOR: lambda: json_decode_floor(bronze_files),
         }
         session = None
         if spark:
@@ -305,6 +331,22 @@ def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: i
             "merge that rewrites every file holding a key of the batch costs at least",
         ),
     ]
+    decode = n_batch / median(times[DECODE_FLOOR])
+    cores = os.cpu_count() or 1
+    sec.figures.append(
+        Figure(
+            m,
+            "merge vs the decode floor: json.loads of every payload alone, one thread",
+            proj,
+            "rows/s",
+            f"json.loads alone {decode:,.0f} rows/s",
+            proj / decode,
+            note=f"information: no rule, no frame, no write; {1e6 / decode:.1f} us of CPU a record, so the "
+            f"{cores} cores here decode at most {decode * cores:,.0f} records/s in Python, while "
+            f"{TARGET_ROWS_PER_S:,} rows/s leaves {cores * 1e6 / TARGET_ROWS_PER_S:.1f} us of CPU a row for "
+            "the whole path",
+        )
+    )
     if spark:
         sp = n_batch / median(times[SPARK_CASE])
         sec.figures.append(
@@ -331,6 +373,14 @@ def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: i
         + f"; total {median([r['total'] for r in stages]):.2f} wall, {median([r['cpu'] for r in stages]):.2f} CPU "
         "(all threads; above the wall time when polars and delta-rs use both cores, below it when the "
         "machine is busy with other work)."
+    )
+    cpu = {st: median([r[f"cpu_{st}"] for r in stages]) for st in stage_names}
+    sec.notes.append(
+        "CPU per stage, median seconds (all threads) and microseconds a batch row: "
+        + ", ".join(f"{st} {c:.2f} ({c * 1e6 / n_batch:.1f} us)" for st, c in cpu.items())
+        + f"; total {sum(cpu.values()) * 1e6 / n_batch:.1f} us a row. {TARGET_ROWS_PER_S:,} rows/s on the "
+        f"{cores} cores here is {cores * 1e6 / TARGET_ROWS_PER_S:.1f} us of CPU a row at most, for every stage "
+        "together."
     )
     sec.notes.append(
         "All samples (s): " + "; ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)}" for k, v in times.items())

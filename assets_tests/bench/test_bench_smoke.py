@@ -61,6 +61,29 @@ def test_silver_merge_without_spark_counts_the_batch():
     assert sec.figures[0].target == ">= 250k rows/s"
     # a small batch misses the target, so the merge is profiled, the files it rewrote included
     assert any(n.startswith("Existing data files the merge rewrote") for n in sec.notes)
+    # the decode floor ran as a case of its own, and every stage's CPU time is reported
+    assert len(sec.raw["seconds"][silver_merge.DECODE_FLOOR]) == 1
+    assert any(f.name.startswith("merge vs the decode floor") for f in sec.figures)
+    stage = sec.raw["stages"][0]
+    assert all(stage[f"cpu_{s}"] > 0 for s in ("read", "parse", "validate", "merge"))
+    assert any(n.startswith("CPU per stage") for n in sec.notes)
+
+
+def test_decode_floor_decodes_every_payload(tmp_path, monkeypatch):
+    """The floor json.loads each payload of the files (malformed ones included) and times
+    only that: a payload count the timer's loop never reached would fail here."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    values = [json.dumps({"i": i}).encode() for i in range(50)] + [b"{not json", None]
+    pq.write_table(pa.table({"value": pa.array(values, pa.binary())}), tmp_path / "b.parquet")
+    seen = []
+    real = json.loads
+    monkeypatch.setattr(json, "loads", lambda v: seen.append(v) or real(v))
+    assert silver_merge.json_decode_floor([str(tmp_path / "b.parquet")]) >= 0
+    assert seen == values
 
 
 @pytest.mark.spark
