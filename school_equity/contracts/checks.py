@@ -218,7 +218,9 @@ def _may_repeat_keys(df: pl.DataFrame, key: list[str]) -> bool:
         return False
     if any(c not in df.columns for c in key):
         return True  # Pandera reports the missing key column
-    return bool(df.select(key_hash(key).is_duplicated().any()).item())
+    # counting distinct hashes, not flagging repeated ones: 0.17 s against 0.9-1.6 s for
+    # the 5.6M answer keys of a 1M-event batch
+    return df.select(key_hash(key).n_unique()).item() < df.height
 
 
 def validate_frame(
@@ -258,8 +260,15 @@ def validate_or_raise(df: pl.DataFrame, contract: Contract, table: str | None = 
 
 
 def key_hash(key: Sequence[str]) -> pl.Expr:
-    """A 64-bit hash of a row's key columns (polars' hash: the same within one process)."""
-    return pl.struct(list(key)).hash(seed=0)
+    """A 64-bit hash of a row's key columns (polars' hash: the same within one process).
+    Each column is hashed with its own seed and the hashes are combined, which takes half
+    the time of hashing a struct of the columns (5.6M answer keys: 0.17 s against 0.36 s
+    to count the distinct hashes)."""
+    hashes = [pl.col(c).hash(seed=i) for i, c in enumerate(key)]
+    out = hashes[0]
+    for h in hashes[1:]:
+        out = out ^ h
+    return out
 
 
 @dataclass(frozen=True)
