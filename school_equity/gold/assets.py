@@ -219,7 +219,14 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, args: list[st
             # its metadata threads poll in a loop without sleeping: on two cores that took a
             # core from dbt for the whole build. Waiting here first costs nothing more.
             stream = DbtEventIterator(iter(list(stream)), dbt_cli_invocation=invocation)
-        events = stream.fetch_row_counts().fetch_column_metadata()
+            # The same loop, chained: the column pass spins while it waits for the row-count
+            # pass to finish, holding the GIL its query threads need (stream batch on a
+            # 30k-event warehouse: 4.1-4.8 s chained, 0.13 + 1.05 s one after the other).
+            # So each pass starts from the finished list of the one before.
+            stream = DbtEventIterator(iter(list(stream.fetch_row_counts())), dbt_cli_invocation=invocation)
+            events = stream.fetch_column_metadata()
+        else:
+            events = stream.fetch_row_counts().fetch_column_metadata()
         yield from _with_view_row_counts(invocation, iter(events))
         if invocation.is_successful():
             _keep_partial_parse(invocation)
