@@ -231,3 +231,59 @@ def test_batch_window_comes_from_the_environment_or_vars_never_both(gold_setting
     assert half.returncode != 0 and "go together" in half.stdout
     empty = operation({lo: "5", hi: "5"})
     assert empty.returncode != 0 and "empty batch window [5, 5)" in empty.stdout
+
+
+def test_dbt_starts_before_the_in_process_adapter_and_a_failed_adapter_only_drops_metadata(
+    gold_settings, instance, monkeypatch, caplog
+):
+    """GoldDbtResource.cli starts dbt first and makes dagster-dbt's adapter while dbt
+    starts up (the adapter's macro parse is ~2 s of a run worker's Gold step). The
+    adapter still reaches the invocation (row counts, column schemas); one that cannot be
+    made leaves the build and its checks alone and only drops that metadata."""
+    from dagster_dbt import DbtCliResource
+    from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation
+
+    order: list[str] = []
+    real_run = DbtCliInvocation.run.__func__
+    real_init = DbtCliResource._initialize_dbt_core_adapter
+
+    def run(cls, *args, **kwargs):
+        invocation = real_run(cls, *args, **kwargs)
+        order.append("dbt started")
+        return invocation
+
+    def init(self, args):
+        order.append("adapter")
+        return real_init(self, args)
+
+    monkeypatch.setattr(DbtCliInvocation, "run", classmethod(run))
+    monkeypatch.setattr(DbtCliResource, "_initialize_dbt_core_adapter", init)
+    dbt = make_dbt_resource(gold_settings)
+    instance.add_dynamic_partitions(SURVEY_BATCHES, [b(1), b(2)])
+    write_batch(gold_settings.lake_root, Batch([S1, S2, S3], [Q1]))
+
+    result = dg.materialize([gold_stream_models], instance=instance, partition_key=b(1), resources={"dbt": dbt})
+    assert result.success
+    assert order == ["dbt started", "adapter"]
+    materialized = {m.asset_key: m.materialization.metadata for m in result.get_asset_materialization_events()}
+    assert set(materialized) == {dg.AssetKey([GOLD, m]) for m in STREAM_MODELS}
+    assert all("dagster/column_schema" in md and "dagster/row_count" in md for md in materialized.values())
+    assert materialized[dg.AssetKey([GOLD, "fct_survey_response"])]["dagster/row_count"].value == 3
+
+    def broken(self, args):
+        order.append("adapter")
+        raise RuntimeError("profile unreadable")
+
+    order.clear()
+    monkeypatch.setattr(DbtCliResource, "_initialize_dbt_core_adapter", broken)
+    write_batch(gold_settings.lake_root, Batch([S4], []))
+    result = dg.materialize([gold_stream_models], instance=instance, partition_key=b(2), resources={"dbt": dbt})
+    assert result.success
+    assert order == ["dbt started", "adapter"]
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) >= 20 and all(e.passed for e in evaluations)
+    materialized = {m.asset_key: m.materialization.metadata for m in result.get_asset_materialization_events()}
+    assert set(materialized) == {dg.AssetKey([GOLD, m]) for m in STREAM_MODELS}
+    assert not any("dagster/column_schema" in md for md in materialized.values())
+    assert any(r.levelname == "WARNING" and "adapter for row counts and column schemas could not be made"
+               in r.getMessage() for r in caplog.records)

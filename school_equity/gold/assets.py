@@ -14,11 +14,12 @@ instance, see school_equity/dagster_home/dagster.yaml).
 """
 
 import contextlib
+import contextvars
 import importlib.metadata
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ WAREHOUSE_FILE_STEM = "warehouse"
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 # dbt resources that Gold builds; sources are not among them (they keep their Silver keys).
 GOLD_RESOURCE_TYPES = frozenset({"model", "seed", "snapshot"})
+# set while GoldDbtResource.cli lets dagster-dbt start dbt without its in-process adapter
+_ADAPTER_DEFERRED: contextvars.ContextVar[bool] = contextvars.ContextVar("adapter_deferred", default=False)
 
 
 class GoldDbtTranslator(DagsterDbtTranslator):
@@ -103,6 +106,40 @@ class GoldDbtResource(DbtCliResource):
         if Path(self.dbt_executable).parent == Path(sys.executable).parent:
             return Version(importlib.metadata.version("dbt-core"))
         return DbtCliResource._cli_version.func(self)  # type: ignore[attr-defined]
+
+    def cli(self, args: Sequence[str], **kwargs: Any) -> DbtCliInvocation:
+        """dagster-dbt's ``cli``, with dbt started before the in-process adapter is made.
+
+        dagster-dbt makes its adapter (row counts, column schemas) first and starts dbt
+        after: the adapter's set-up parses every macro of the project (dbt's and the
+        adapter's, about 500), 1.9 s of CPU the first time in a process, which a run
+        worker always is. Nothing reads the adapter before the events that follow the
+        build, so here dbt starts first and the adapter is made while dbt starts up, on
+        the other core. dbt's output waits in the pipe meanwhile (stdout is read only
+        after this returns). The adapter's set-up changes dbt's process-wide state in
+        this process only (flags, adapter registry); the dbt that builds is another
+        process. It runs in this thread, in the same environment as before (inside
+        ``cli``'s caller's block), and a failure is only a warning, as in dagster-dbt."""
+        token = _ADAPTER_DEFERRED.set(True)
+        try:
+            invocation = super().cli(args, **kwargs)
+        finally:
+            _ADAPTER_DEFERRED.reset(token)
+        if invocation.adapter is None and not invocation.is_fusion:
+            with contextlib.chdir(invocation.project_dir):
+                try:
+                    invocation.adapter = DbtCliResource._initialize_dbt_core_adapter(self, args)
+                except Exception:
+                    dg.get_dagster_logger().warning(
+                        "the dbt adapter for row counts and column schemas could not be made; "
+                        "Gold assets are materialized without that metadata", exc_info=True)
+        return invocation
+
+    def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> Any:
+        # called by dagster-dbt's cli() before it starts dbt; deferred (see cli above)
+        if _ADAPTER_DEFERRED.get():
+            return None
+        return DbtCliResource._initialize_dbt_core_adapter(self, args)
 
     def dbt_environment(self) -> dict[str, str]:
         return {"SCHOOL_EQUITY_LAKE": self.lake_root, "SCHOOL_EQUITY_WAREHOUSE": self.warehouse_path}
