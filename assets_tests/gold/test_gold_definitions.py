@@ -9,12 +9,14 @@ import dagster as dg
 import pytest
 
 from school_equity.gold.assets import (
+    DBT_TARGETS_KEEP,
     DUCKDB_POOL,
     GOLD_ASSETS,
     GoldDbtResource,
     dbt_resource,
     gold_models,
     gold_stream_models,
+    prune_target_folders,
 )
 from school_equity.gold.project import dbt_project, manifest_is_stale
 from school_equity.gold.window import batch_window_vars
@@ -125,3 +127,51 @@ def test_dbt_resource_follows_the_environment(tmp_path):
     assert dbt_resource(_settings(tmp_path, env="prod")).target == "prod"
     with pytest.raises(ValueError, match="warehouse.duckdb"):
         dbt_resource(_settings(tmp_path, warehouse="gold.duckdb"))
+
+
+def test_dbt_target_folders_kept_come_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("SCHOOL_EQUITY_DBT_TARGETS_KEEP", raising=False)
+    assert dbt_resource(_settings(tmp_path)).targets_keep == DBT_TARGETS_KEEP
+    monkeypatch.setenv("SCHOOL_EQUITY_DBT_TARGETS_KEEP", "5")
+    assert dbt_resource(_settings(tmp_path)).targets_keep == 5
+    for bad in ("0", "-2", "many", "2.5"):
+        monkeypatch.setenv("SCHOOL_EQUITY_DBT_TARGETS_KEEP", bad)
+        with pytest.raises(ValueError, match="SCHOOL_EQUITY_DBT_TARGETS_KEEP.*at least 1"):
+            dbt_resource(_settings(tmp_path))
+
+
+def test_pruning_keeps_the_newest_folders_of_the_op_and_nothing_else_goes(tmp_path):
+    now = 1_000_000.0
+
+    def folder(name: str, written: float, log_written: float | None = None):
+        p = tmp_path / name
+        p.mkdir()
+        if log_written is not None:
+            (p / "dbt.log").write_text("log")
+            os.utime(p / "dbt.log", (log_written, log_written))
+        os.utime(p, (written, written))
+        return p
+
+    own = folder("gold_stream_dbt-0bc24b4-636a2fd", now)
+    a = folder("gold_stream_dbt-1111111-aaaaaaa", now - 5000)
+    b = folder("gold_stream_dbt-2222222-bbbbbbb", now - 4000)
+    c = folder("gold_stream_dbt-3333333-ccccccc", now - 3000, log_written=now - 3000)
+    d = folder("gold_stream_dbt-4444444-ddddddd", now - 2000)
+    # its folder is old but its dbt.log was written 100 s ago: a build still running
+    e = folder("gold_stream_dbt-5555555-eeeeeee", now - 6000, log_written=now - 100)
+    other_op = folder("gold_dbt-6666666-fffffff", now - 9000)
+    not_dagsters = folder("gold_stream_dbt-notours", now - 9000)
+    (tmp_path / "partial_parse.msgpack").write_bytes(b"state")
+    os.utime(tmp_path / "partial_parse.msgpack", (now - 9000, now - 9000))
+
+    removed = prune_target_folders(own, keep=3, min_age_s=600, now=now)
+    assert sorted(removed) == sorted([a, b, c])  # own + the two last written (e, d) stay
+    assert all(p.exists() for p in (own, d, e, other_op, not_dagsters, tmp_path / "partial_parse.msgpack"))
+    assert not any(p.exists() for p in (a, b, c))
+
+    # keep=1: only the own folder by rank, but a folder written within min_age_s stays
+    assert prune_target_folders(own, keep=1, min_age_s=600, now=now) == [d]
+    assert e.exists() and own.exists() and other_op.exists()
+    # a folder not named by dagster-dbt after an op (no context) prunes nothing
+    assert prune_target_folders(folder("0bc24b4", now), keep=1, min_age_s=0, now=now) == []
+    assert e.exists()

@@ -20,6 +20,7 @@ import pytest
 
 from assets_tests.gold.conftest import query, table_rows
 from assets_tests.gold.silver_builder import Batch, Quarantined, Submission, at, revise, write_batch
+from school_equity.gold import assets as gold_assets
 from school_equity.gold.assets import dbt_resource as make_dbt_resource
 from school_equity.gold.assets import gold_stream_models
 from school_equity.kafka.partitions import SURVEY_BATCHES
@@ -233,13 +234,14 @@ def test_batch_window_comes_from_the_environment_or_vars_never_both(gold_setting
     assert empty.returncode != 0 and "empty batch window [5, 5)" in empty.stdout
 
 
-def test_dbt_starts_before_the_in_process_adapter_and_a_failed_adapter_only_drops_metadata(
+def test_dbt_starts_before_the_adapter_a_failed_adapter_drops_only_metadata_old_targets_go(
     gold_settings, instance, monkeypatch, caplog
 ):
     """GoldDbtResource.cli starts dbt first and makes dagster-dbt's adapter while dbt
     starts up (the adapter's macro parse is ~2 s of a run worker's Gold step). The
     adapter still reaches the invocation (row counts, column schemas); one that cannot be
-    made leaves the build and its checks alone and only drops that metadata."""
+    made leaves the build and its checks alone and only drops that metadata. Each build
+    removes the target folders of earlier builds beyond SCHOOL_EQUITY_DBT_TARGETS_KEEP."""
     from dagster_dbt import DbtCliResource
     from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation
 
@@ -258,6 +260,9 @@ def test_dbt_starts_before_the_in_process_adapter_and_a_failed_adapter_only_drop
 
     monkeypatch.setattr(DbtCliInvocation, "run", classmethod(run))
     monkeypatch.setattr(DbtCliResource, "_initialize_dbt_core_adapter", init)
+    # and each build prunes the target folders of earlier ones: here all but its own
+    monkeypatch.setattr(gold_assets, "TARGET_MIN_AGE_S", 0.0)
+    monkeypatch.setenv("SCHOOL_EQUITY_DBT_TARGETS_KEEP", "1")
     dbt = make_dbt_resource(gold_settings)
     instance.add_dynamic_partitions(SURVEY_BATCHES, [b(1), b(2)])
     write_batch(gold_settings.lake_root, Batch([S1, S2, S3], [Q1]))
@@ -269,6 +274,8 @@ def test_dbt_starts_before_the_in_process_adapter_and_a_failed_adapter_only_drop
     assert set(materialized) == {dg.AssetKey([GOLD, m]) for m in STREAM_MODELS}
     assert all("dagster/column_schema" in md and "dagster/row_count" in md for md in materialized.values())
     assert materialized[dg.AssetKey([GOLD, "fct_survey_response"])]["dagster/row_count"].value == 3
+    first_log = dbt_log(result)  # exactly one folder of this run
+    first_folders = list((DBT_PROJECT_DIR / "target").glob(f"gold_stream_dbt-{result.run_id[:7]}-*"))
 
     def broken(self, args):
         order.append("adapter")
@@ -287,3 +294,8 @@ def test_dbt_starts_before_the_in_process_adapter_and_a_failed_adapter_only_drop
     assert not any("dagster/column_schema" in md for md in materialized.values())
     assert any(r.levelname == "WARNING" and "adapter for row counts and column schemas could not be made"
                in r.getMessage() for r in caplog.records)
+    assert "Completed successfully" in first_log
+    assert not any(p.exists() for p in first_folders)  # pruned by the second build
+    assert list((DBT_PROJECT_DIR / "target").glob("gold_stream_dbt-*")) == [
+        *(DBT_PROJECT_DIR / "target").glob(f"gold_stream_dbt-{result.run_id[:7]}-*")]
+    assert (DBT_PROJECT_DIR / "target" / "partial_parse.msgpack").exists()

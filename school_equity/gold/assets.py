@@ -17,8 +17,10 @@ import contextlib
 import contextvars
 import importlib.metadata
 import os
+import re
 import shutil
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,16 @@ WAREHOUSE_FILE_STEM = "warehouse"
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 # dbt resources that Gold builds; sources are not among them (they keep their Silver keys).
 GOLD_RESOURCE_TYPES = frozenset({"model", "seed", "snapshot"})
+# dagster-dbt gives every invocation its own target folder, `<op>-<run id[:7]>-<random[:7]>`
+# (manifest, partial parse state, graph, dbt.log: ~2.7 MB for this project), and never
+# removes one: at a batch every 20 s that was 11 GB a day. Gold keeps the newest few of
+# each op (the logs of the latest builds) and removes the rest after each build.
+DBT_TARGETS_KEEP = 20
+DBT_TARGETS_KEEP_ENV = "SCHOOL_EQUITY_DBT_TARGETS_KEEP"
+# a folder touched this recently is never removed, whatever its rank (an invocation outside
+# the warehouse pool, e.g. a `dg.materialize` in a notebook, may still be writing it)
+TARGET_MIN_AGE_S = 600.0
+_INVOCATION_FOLDER = re.compile(r"(?P<op>.+)-[0-9a-f]{7}-[0-9a-f]{7}")
 # set while GoldDbtResource.cli lets dagster-dbt start dbt without its in-process adapter
 _ADAPTER_DEFERRED: contextvars.ContextVar[bool] = contextvars.ContextVar("adapter_deferred", default=False)
 
@@ -96,6 +108,8 @@ class GoldDbtResource(DbtCliResource):
 
     lake_root: str
     warehouse_path: str
+    # dbt target folders of finished invocations kept per op (see DBT_TARGETS_KEEP)
+    targets_keep: int = DBT_TARGETS_KEEP
 
     @property
     def _cli_version(self) -> Version:
@@ -168,13 +182,55 @@ def dbt_resource(settings: Settings) -> GoldDbtResource:
             f"{WAREHOUSE_FILE_STEM}.duckdb (any folder); DuckDB names its catalog after the file "
             "and the dbt manifest's relation names include that catalog"
         )
+    keep = os.environ.get(DBT_TARGETS_KEEP_ENV, str(DBT_TARGETS_KEEP))
+    if not keep.strip().isdigit() or int(keep) < 1:
+        raise ValueError(f"{DBT_TARGETS_KEEP_ENV}={keep!r}: expected a whole number of dbt target folders, at least 1")
     return GoldDbtResource(
         project_dir=dbt_project,
         dbt_executable=dbt_executable(),
         target=settings.env,
         lake_root=settings.lake_root,
         warehouse_path=settings.warehouse_path,
+        targets_keep=int(keep),
     )
+
+
+def prune_target_folders(own: Path, keep: int, *, min_age_s: float | None = None,
+                         now: float | None = None) -> list[Path]:
+    """Remove the target folders of earlier invocations of the same op as ``own`` (an
+    invocation's folder), all but the newest ``keep`` counting ``own``; returns the removed.
+
+    Only dagster-dbt's own folders of that op are candidates (``<op>-<7 hex>-<7 hex>``
+    beside ``own``), ranked by their last write (the folder's or its dbt.log's); a folder
+    written within ``min_age_s`` stays whatever its rank. ``partial_parse.msgpack`` and
+    anything else in the target directory are never touched."""
+    min_age_s = TARGET_MIN_AGE_S if min_age_s is None else min_age_s
+    now = time.time() if now is None else now
+    match = _INVOCATION_FOLDER.fullmatch(own.name)
+    if match is None:
+        return []  # not a folder dagster-dbt named after an op (an invocation without context)
+
+    def last_write(p: Path) -> float:
+        times = [p.stat().st_mtime]
+        with contextlib.suppress(OSError):
+            times.append((p / "dbt.log").stat().st_mtime)
+        return max(times)
+
+    others: list[tuple[float, Path]] = []
+    for p in own.parent.iterdir():
+        other = _INVOCATION_FOLDER.fullmatch(p.name)
+        if p == own or other is None or other["op"] != match["op"]:
+            continue
+        with contextlib.suppress(OSError):  # another build's prune may remove it meanwhile
+            if p.is_dir():
+                others.append((last_write(p), p))
+    others.sort(reverse=True)
+    removed = []
+    for written, p in others[max(keep - 1, 0):]:
+        if now - written >= min_age_s:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def _with_view_row_counts(invocation: DbtCliInvocation, events: Iterator[Any]) -> Iterator[Any]:
@@ -269,6 +325,14 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, args: list[st
             _keep_partial_parse(invocation)
     finally:
         _release_warehouse(invocation)
+        keep = getattr(dbt, "targets_keep", DBT_TARGETS_KEEP)
+        try:
+            removed = prune_target_folders(Path(invocation.target_path), keep)
+        except OSError as e:  # housekeeping: never fail a build over it
+            dg.get_dagster_logger().warning(f"earlier dbt target folders not pruned: {e}")
+        else:
+            if removed:
+                dg.get_dagster_logger().debug(f"removed {len(removed)} earlier dbt target folder(s), kept {keep}")
 
 
 def _release_warehouse(invocation: DbtCliInvocation) -> None:
