@@ -563,6 +563,39 @@ def merge_batch(tables: SilverTables, parsed: ParsedBatch, *, attempts: int = 6)
     return BatchMerge(submissions=submissions, answers=answers, quarantine=quarantine)
 
 
+# -- housekeeping ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class VacuumOutcome:
+    table_uri: str
+    version: int  # the table's version after the vacuum (delta-rs logs it as commits)
+    # data files that only versions older than the retention reference: deleted now, or by
+    # an earlier vacuum (delta-rs keeps their tombstones in the log and lists them again)
+    files_expired: int
+    live_files: int  # data files of the current version (untouched)
+
+
+def vacuum_table(uri: str, retention_hours: int, storage_options: dict[str, str] | None = None
+                 ) -> VacuumOutcome | None:
+    """Delete the data files that only versions older than ``retention_hours`` reference, and
+    the log files past the table's log retention; None when the table does not exist.
+
+    Every merge rewrites the files holding the rows it changes and appends new ones; the
+    files it replaced stay on storage for time travel. With ~30 commits a batch, a stream of
+    small batches left ten dead files for each live one within a dozen batches. Readers and
+    writers of the current version are unaffected; time travel to a version older than the
+    retention is what is given up. The caller guards the retention (an in-flight merge
+    still reads the files of the version it started from)."""
+    if not table_exists(uri, storage_options):
+        return None
+    dt = DeltaTable(uri, storage_options=storage_options)
+    if retention_hours < 0:
+        raise ValueError(f"vacuum of {uri}: retention_hours={retention_hours} is negative")
+    removed = dt.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
+    dt.cleanup_metadata()
+    dt = DeltaTable(uri, storage_options=storage_options)
+    return VacuumOutcome(uri, dt.version(), files_expired=len(removed), live_files=len(dt.file_uris()))
+
+
 # -- reading back ----------------------------------------------------------------------
 def table_row_count(uri: str, storage_options: dict[str, str] | None = None) -> int:
     if not table_exists(uri, storage_options):

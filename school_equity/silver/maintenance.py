@@ -1,0 +1,76 @@
+"""Silver housekeeping as a Dagster job: VACUUM of the three stream tables, daily.
+
+The merges leave the files they replaced on storage (see ``merge.vacuum_table``); this
+job deletes those past the retention and reports, per table, what it expired as an
+observation of the table's asset, so the lineage view shows when each table was last
+cleaned. It takes the Silver pool: delta-rs logs a vacuum as commits, and one writer at a
+time keeps a batch's merge from having to retry against them.
+"""
+
+import dagster as dg
+from pydantic import Field
+
+from school_equity.resources import LakeResource
+from school_equity.silver.assets import ANSWERS_KEY, QUARANTINE_KEY, SILVER_POOL, SUBMISSIONS_KEY
+from school_equity.silver.merge import ANSWERS_TABLE, QUARANTINE_TABLE, SUBMISSIONS_TABLE, vacuum_table
+
+SILVER_MAINTENANCE_JOB = "silver_maintenance_job"
+# Delta's own default for deleted files (delta.deletedFileRetentionDuration): a week of
+# time travel. Below an hour, a merge that started before the vacuum could lose the files
+# of the version it read.
+DEFAULT_RETENTION_HOURS = 168
+MIN_RETENTION_HOURS = 1
+STREAM_TABLES = {SUBMISSIONS_KEY: SUBMISSIONS_TABLE, ANSWERS_KEY: ANSWERS_TABLE, QUARANTINE_KEY: QUARANTINE_TABLE}
+
+
+class VacuumConfig(dg.Config):
+    retention_hours: int = Field(
+        default=DEFAULT_RETENTION_HOURS,
+        ge=MIN_RETENTION_HOURS,
+        description="Keep the files that any version of the last this many hours references "
+        f"(at least {MIN_RETENTION_HOURS}: a merge in flight still reads its version's files).",
+    )
+
+
+@dg.op(pool=SILVER_POOL)
+def vacuum_silver_tables(context: dg.OpExecutionContext, config: VacuumConfig, lake: LakeResource):
+    """Vacuum each Silver stream table that exists; a table not created yet is skipped."""
+    the_lake = lake.get_lake()
+    for key, table in STREAM_TABLES.items():
+        outcome = vacuum_table(the_lake.uri(table), config.retention_hours, the_lake.storage_options())
+        if outcome is None:
+            context.log.info(f"{table}: no table yet, nothing to vacuum")
+            continue
+        context.log.info(f"{table}: {outcome.files_expired} data files only versions older than "
+                         f"{config.retention_hours} h referenced are gone; {outcome.live_files} live files; "
+                         f"version {outcome.version}")
+        yield dg.AssetObservation(
+            asset_key=key,
+            metadata={
+                "vacuum/files_expired": outcome.files_expired,
+                "vacuum/live_files": outcome.live_files,
+                "vacuum/retention_hours": config.retention_hours,
+                "dagster/table_version": outcome.version,
+            },
+        )
+    yield dg.Output(None)
+
+
+@dg.job(
+    name=SILVER_MAINTENANCE_JOB,
+    executor_def=dg.in_process_executor,
+    description="Delete the Silver stream tables' data files that only versions older than the retention "
+    "reference (VACUUM), and their expired log files.",
+)
+def silver_maintenance_job():
+    vacuum_silver_tables()
+
+
+silver_maintenance_schedule = dg.ScheduleDefinition(
+    name="silver_maintenance_daily",
+    job=silver_maintenance_job,
+    cron_schedule="30 3 * * *",  # outside school hours, when batches are rare
+    execution_timezone="America/New_York",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Vacuum the Silver stream tables once a day (retention: the job's config, a week by default).",
+)
