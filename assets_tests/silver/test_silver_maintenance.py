@@ -91,6 +91,7 @@ def test_the_job_observes_each_table_and_guards_the_retention(churned, tmp_path)
         assert observed[key]["vacuum/files_expired"].value == 0  # nothing is an hour old yet
         assert observed[key]["vacuum/live_files"].value == len(live_files(uri))
         assert observed[key]["vacuum/retention_hours"].value == 1
+        assert observed[key]["delta_version"].value == DeltaTable(uri).version()
         assert parquet_on_disk(uri) == on_disk[uri]
 
     refused = silver_maintenance_job.execute_in_process(

@@ -50,7 +50,7 @@ def vacuum_silver_tables(context: dg.OpExecutionContext, config: VacuumConfig, l
                 "vacuum/files_expired": outcome.files_expired,
                 "vacuum/live_files": outcome.live_files,
                 "vacuum/retention_hours": config.retention_hours,
-                "dagster/table_version": outcome.version,
+                "delta_version": outcome.version,
             },
         )
     yield dg.Output(None)
