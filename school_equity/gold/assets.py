@@ -14,7 +14,6 @@ instance, see school_equity/dagster_home/dagster.yaml).
 """
 
 import contextlib
-import contextvars
 import importlib.metadata
 import os
 import re
@@ -64,8 +63,6 @@ DBT_TARGETS_KEEP_ENV = "SCHOOL_EQUITY_DBT_TARGETS_KEEP"
 # the warehouse pool, e.g. a `dg.materialize` in a notebook, may still be writing it)
 TARGET_MIN_AGE_S = 600.0
 _INVOCATION_FOLDER = re.compile(r"(?P<op>.+)-[0-9a-f]{7}-[0-9a-f]{7}")
-# set while GoldDbtResource.cli lets dagster-dbt start dbt without its in-process adapter
-_ADAPTER_DEFERRED: contextvars.ContextVar[bool] = contextvars.ContextVar("adapter_deferred", default=False)
 
 
 class GoldDbtTranslator(DagsterDbtTranslator):
@@ -134,12 +131,8 @@ class GoldDbtResource(DbtCliResource):
         this process only (flags, adapter registry); the dbt that builds is another
         process. It runs in this thread, in the same environment as before (inside
         ``cli``'s caller's block), and a failure is only a warning, as in dagster-dbt."""
-        token = _ADAPTER_DEFERRED.set(True)
-        try:
-            invocation = super().cli(args, **kwargs)
-        finally:
-            _ADAPTER_DEFERRED.reset(token)
-        if invocation.adapter is None and not invocation.is_fusion:
+        invocation = super().cli(args, **kwargs)  # starts dbt; no adapter yet (see below)
+        if not invocation.is_fusion:
             with contextlib.chdir(invocation.project_dir):
                 try:
                     invocation.adapter = DbtCliResource._initialize_dbt_core_adapter(self, args)
@@ -150,10 +143,9 @@ class GoldDbtResource(DbtCliResource):
         return invocation
 
     def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> Any:
-        # called by dagster-dbt's cli() before it starts dbt; deferred (see cli above)
-        if _ADAPTER_DEFERRED.get():
-            return None
-        return DbtCliResource._initialize_dbt_core_adapter(self, args)
+        # dagster-dbt's cli() calls this (its only caller) before it starts dbt; the
+        # adapter is made after instead, by cli above
+        return None
 
     def dbt_environment(self) -> dict[str, str]:
         return {"SCHOOL_EQUITY_LAKE": self.lake_root, "SCHOOL_EQUITY_WAREHOUSE": self.warehouse_path}

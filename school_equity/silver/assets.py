@@ -71,6 +71,8 @@ _CONTRACTS = {
     ANSWERS_KEY: (SilverSurveyAnswers, ANSWERS_TABLE),
     QUARANTINE_KEY: (SilverSurveyQuarantine, QUARANTINE_TABLE),
 }
+# each stream asset's Delta table, under the lake root
+SILVER_STREAM_TABLES = {key: table for key, (_, table) in _CONTRACTS.items()}
 
 _DESCRIPTIONS = {
     SUBMISSIONS_KEY: (

@@ -11,8 +11,8 @@ import dagster as dg
 from pydantic import Field
 
 from school_equity.resources import LakeResource
-from school_equity.silver.assets import ANSWERS_KEY, QUARANTINE_KEY, SILVER_POOL, SUBMISSIONS_KEY
-from school_equity.silver.merge import ANSWERS_TABLE, QUARANTINE_TABLE, SUBMISSIONS_TABLE, vacuum_table
+from school_equity.silver.assets import SILVER_POOL, SILVER_STREAM_TABLES
+from school_equity.silver.merge import vacuum_table
 
 SILVER_MAINTENANCE_JOB = "silver_maintenance_job"
 # Delta's own default for deleted files (delta.deletedFileRetentionDuration): a week of
@@ -20,7 +20,6 @@ SILVER_MAINTENANCE_JOB = "silver_maintenance_job"
 # of the version it read.
 DEFAULT_RETENTION_HOURS = 168
 MIN_RETENTION_HOURS = 1
-STREAM_TABLES = {SUBMISSIONS_KEY: SUBMISSIONS_TABLE, ANSWERS_KEY: ANSWERS_TABLE, QUARANTINE_KEY: QUARANTINE_TABLE}
 
 
 class VacuumConfig(dg.Config):
@@ -36,7 +35,7 @@ class VacuumConfig(dg.Config):
 def vacuum_silver_tables(context: dg.OpExecutionContext, config: VacuumConfig, lake: LakeResource):
     """Vacuum each Silver stream table that exists; a table not created yet is skipped."""
     the_lake = lake.get_lake()
-    for key, table in STREAM_TABLES.items():
+    for key, table in SILVER_STREAM_TABLES.items():
         outcome = vacuum_table(the_lake.uri(table), config.retention_hours, the_lake.storage_options())
         if outcome is None:
             context.log.info(f"{table}: no table yet, nothing to vacuum")

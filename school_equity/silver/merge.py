@@ -585,14 +585,14 @@ def vacuum_table(uri: str, retention_hours: int, storage_options: dict[str, str]
     writers of the current version are unaffected; time travel to a version older than the
     retention is what is given up. The caller guards the retention (an in-flight merge
     still reads the files of the version it started from)."""
+    if retention_hours < 0:
+        raise ValueError(f"vacuum of {uri}: retention_hours={retention_hours} is negative")
     if not table_exists(uri, storage_options):
         return None
     dt = DeltaTable(uri, storage_options=storage_options)
-    if retention_hours < 0:
-        raise ValueError(f"vacuum of {uri}: retention_hours={retention_hours} is negative")
+    # the vacuum's commits advance dt itself; cleanup_metadata changes no version
     removed = dt.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
     dt.cleanup_metadata()
-    dt = DeltaTable(uri, storage_options=storage_options)
     return VacuumOutcome(uri, dt.version(), files_expired=len(removed), live_files=len(dt.file_uris()))
 
 
