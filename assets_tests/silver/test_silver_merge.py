@@ -474,3 +474,86 @@ def test_batch_check_reads_range_by_range_and_finds_what_the_whole_tables_show(t
         write_deltalake(legacy.uri(f"silver/{name}"), read_table(lake.uri(f"silver/{name}")).to_arrow())
     assert merge_slices(DeltaTable(legacy.uri("silver/survey_answers"))) == WHOLE_TABLE
     assert_frame_equal(batch_inconsistencies(legacy, [0, 1], by_range_from=0), whole)
+
+
+def test_the_new_rows_of_every_slice_go_in_one_commit(tmp_path):
+    """A batch is one append (the new rows of all sixteen ranges, each range in its own
+    files) plus one MERGE per range that holds a newer version; a new table is two commits."""
+    tables = tables_in(str(tmp_path))
+    ids = [f"{c}{n}-x" for c in "0123456789abcdef" for n in range(2)]
+    first = _records(ids, minute=0, first_offset=0)
+    merge_batch(tables, parse_batch(batch_frame(first, 0)))
+    assert versions(tables)[:2] == (1, 1)  # the first range with rows creates, the others follow at once
+    # new ids in every range, and newer versions of ids in ranges '3' and 'c'
+    second = _records([f"{c}9-new" for c in "0123456789abcdef"] + ["30-x", "c1-x"], minute=5,
+                      first_offset=len(first))
+    merge_batch(tables, parse_batch(batch_frame(second, 1)))
+    assert versions(tables)[:2] == (1 + 3, 1 + 3)  # ranges '3' and 'c' merged, then one append
+    for uri in (tables.submissions, tables.answers):
+        history = DeltaTable(uri).history(3)
+        assert [h["operation"] for h in history] == ["WRITE", "MERGE", "MERGE"]
+        assert history[0]["operationParameters"]["mode"] == "Append"
+        assert all(lo[0] == hi[0] for lo, hi in _files(uri).values())  # still one range per file
+        assert merge_slices(DeltaTable(uri)) == key_slices()
+    assert_matches_expected(tables, first + second)
+    # re-merging the batch commits nothing
+    merge_batch(tables, parse_batch(batch_frame(second, 1)))
+    assert versions(tables)[:2] == (4, 4)
+
+
+def test_file_stats_are_the_ones_delta_rs_writes_with_timestamps_widened_to_the_millisecond():
+    """The add actions of the one-commit append carry what delta-rs's own writer records
+    (row count, null counts, min and max of strings and integers), and timestamp bounds
+    that contain every value: delta-rs keeps milliseconds, so the min is rounded down and
+    the max up, never cutting off a row a reader would skip a file for."""
+    import json
+    from datetime import UTC, datetime
+
+    from school_equity.silver.merge import _file_stats
+
+    frame = pl.DataFrame({
+        "submission_id": ["b", "a", None, "c"],
+        "answer_value": pl.Series([3, None, -1, 7], dtype=pl.Int16),
+        "kafka_offset": pl.Series([10, 11, 12, 13], dtype=pl.Int64),
+        "event_time": pl.Series([datetime(2026, 3, 2, 5, 0, 0, 250_400, tzinfo=UTC),
+                                 datetime(2026, 3, 2, 5, 0, 1, tzinfo=UTC), None,
+                                 datetime(2026, 3, 2, 5, 0, 2, 999_001, tzinfo=UTC)]),
+        "language": pl.Series([None] * 4, dtype=pl.String),
+    })
+    mine = json.loads(_file_stats(frame))
+    with tempfile.TemporaryDirectory() as d:
+        write_deltalake(d, frame.to_arrow())
+        theirs = pl.DataFrame(DeltaTable(d).get_add_actions(flatten=True)).row(0, named=True)
+    assert mine["numRecords"] == theirs["num_records"] == 4
+    assert mine["nullCount"] == {c: theirs[f"null_count.{c}"] for c in frame.columns}
+    assert mine["nullCount"] == {"submission_id": 1, "answer_value": 1, "kafka_offset": 0, "event_time": 1,
+                                 "language": 4}
+    for c in ("submission_id", "answer_value", "kafka_offset"):
+        assert (mine["minValues"][c], mine["maxValues"][c]) == (theirs[f"min.{c}"], theirs[f"max.{c}"])
+    assert "language" not in mine["minValues"] and "language" not in mine["maxValues"]  # all null
+    assert (mine["minValues"]["event_time"], mine["maxValues"]["event_time"]) == (
+        "2026-03-02T05:00:00.250Z", "2026-03-02T05:00:03.000Z")  # 2.999001 s rounded up
+    # delta-rs cuts the max to 05:00:02.999, below the row at 02.999001
+    assert theirs["max.event_time"] < frame.get_column("event_time").max()
+
+
+def test_an_append_that_fails_leaves_no_file_behind(tmp_path):
+    """The files of the one-commit append are written before the commit: if the step fails
+    before it, they are deleted, so nothing unreferenced is left in the table."""
+    import os
+
+    from school_equity.silver.merge import _FileAppend
+
+    tables = tables_in(str(tmp_path))
+    first = _records(["00-x", "a0-x"], minute=0, first_offset=0)
+    merge_batch(tables, parse_batch(batch_frame(first, 0)))
+    before = sorted(os.listdir(tables.answers))
+    frame = read_table(tables.answers)
+    dt = DeltaTable(tables.answers)
+    with pytest.raises(RuntimeError, match="boom"), _FileAppend(dt, None) as append:
+        append.add(frame)
+        assert len(os.listdir(tables.answers)) == len(before) + 1  # written, not yet committed
+        raise RuntimeError("boom")
+    assert sorted(os.listdir(tables.answers)) == before
+    assert DeltaTable(tables.answers).version() == dt.version()
+    assert_matches_expected(tables, first)

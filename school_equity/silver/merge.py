@@ -19,7 +19,10 @@ Why every batch order gives the same tables:
 Rows of keys a table does not hold yet (a new submission, the answers of a submission
 with none in the table) are appended as new files, not merged: a delta-rs MERGE joins
 its whole source with every file its predicate leaves in, and rewrites every file
-holding a matched row, so merging the new rows too made each batch scan the table.
+holding a matched row, so merging the new rows too made each batch scan the table. The
+new rows of every key range go in one commit (``_FileAppend``: the project writes the
+Parquet files, one range each, and commits their add actions together), not one
+``write_deltalake`` per range: a stream of small batches wrote twice the commits.
 The rows of keys the table holds (newer versions, their answers' changes) go through a
 MERGE whose predicate also carries the least ``kafka_offset`` of the table rows they
 match, as a literal: new files are written in arrival order (``kafka_offset``) in
@@ -49,27 +52,35 @@ tables are therefore kept clustered in the ``KEY_SLICE_BOUNDS`` ranges of
 time, the range written into the merge predicate as literals so delta-rs skips every
 other file by its statistics: each merge reads at most a sixteenth of the table. A
 submission and all its answers fall in one range, so each submission's change still
-commits atomically; a batch is several commits (readers between them see some ranges
-merged, never half a submission). A table whose files span ranges (written before this
-layout) is merged in one piece, as before. A new table is written one range per commit: the first commit creates it (and fails if
-another writer did first), the others append, which is safe because Silver has one
-writer at a time (the pool); were two first batches to race past it anyway, the
-blocking unique-key checks would name the duplicated keys.
+commits atomically; a batch is one MERGE commit per range holding a newer version, then
+one append (readers between them see some ranges merged, never half a submission). A
+table whose files span ranges (written before this layout) is merged in one piece, as
+before. A new table is written in two commits: the first range with rows creates it (and
+fails if another writer did first), the other ranges' files follow in one append, which
+is safe because Silver has one writer at a time (the pool); were two first batches to
+race past it anyway, the blocking unique-key checks would name the duplicated keys.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable, Schema, write_deltalake
+from deltalake._internal import DeltaFileSystemHandler
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.table import TableMerger
+from deltalake.transaction import AddAction
 
 from school_equity.lake import Lake
 from school_equity.silver.parse import ParsedBatch
@@ -227,9 +238,9 @@ def _add_new_columns(uri: str, source: pl.DataFrame, target: pl.Schema,
 def _create(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | None, *,
             sliced: bool = False) -> MergeOutcome:
     """Create the table with ``frame``. mode="error": if another writer created the table
-    meanwhile, this fails and the step is retried as a merge. ``sliced``: one commit per
-    key range (see KEY_SLICE_BOUNDS); a crash between them leaves a table the re-run
-    merges the rest into."""
+    meanwhile, this fails and the step is retried as a merge. ``sliced``: files of one key
+    range each (see KEY_SLICE_BOUNDS), in two commits; a crash between them leaves a
+    table the re-run merges the rest into."""
     if sliced:
         version = _create_sliced(uri, frame, storage_options) - 1
     else:
@@ -317,27 +328,142 @@ def merge_slices(dt: DeltaTable, column: str = "submission_id") -> list[KeySlice
 FILE_BYTES = 2 * 1024 * 1024
 
 
+def _arrival_sorted(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.sort("kafka_offset", "kafka_partition") if "kafka_offset" in frame.columns else frame
+
+
 def _in_arrival_order(frame: pl.DataFrame) -> pa.Table:
-    if "kafka_offset" in frame.columns:
-        frame = frame.sort("kafka_offset", "kafka_partition")
-    return frame.to_arrow()
+    return _arrival_sorted(frame).to_arrow()
 
 
 def _create_sliced(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | None) -> int:
-    """Create the table from ``frame`` one slice per commit so that each file holds one
-    key range; the first commit uses mode="error" (losing a creation race fails it and
-    the caller retries as a merge). Returns the number of commits."""
-    commits = 0
-    slices = key_slices()
-    for i, sl in enumerate(slices):
-        part = frame.filter(sl.expr())
-        # an empty frame still creates the table (with the last slice, nothing before it)
-        if part.height == 0 and not (commits == 0 and i == len(slices) - 1):
+    """Create the table from ``frame`` so that each file holds one key range, in two
+    commits: the first slice with rows creates it (mode="error": losing a creation race
+    fails it and the caller retries as a merge), the other slices' files follow in one
+    append. Returns the number of commits."""
+    parts = [p for p in (frame.filter(sl.expr()) for sl in key_slices()) if p.height]
+    # an empty frame still creates the table
+    first = parts[0] if parts else frame
+    write_deltalake(uri, _in_arrival_order(first), mode="error", target_file_size=FILE_BYTES,
+                    storage_options=storage_options)
+    if len(parts) < 2:
+        return 1
+    dt = DeltaTable(uri, storage_options=storage_options)
+    with _FileAppend(dt, storage_options) as append:
+        for part in parts[1:]:
+            append.add(part)
+    return 2
+
+
+# -- appends of many slices in one commit ------------------------------------------------
+def _stat_value(value: object) -> object:
+    """A min/max statistic as the Delta log writes it (timestamps as UTC ISO-8601)."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return value
+
+
+def _file_stats(frame: pl.DataFrame) -> str:
+    """The ``stats`` of an add action for a file holding ``frame``: row count, and per
+    column the null count and, for strings, integers and timestamps, the min and max.
+    A timestamp's min is rounded down and its max up to the millisecond the log keeps,
+    so a reader skipping files by them never skips a file holding a match."""
+    kinds = {c: t for c, t in frame.schema.items()
+             if t == pl.String or t.is_integer() or isinstance(t, pl.Datetime)}
+    row = frame.select(
+        *(pl.col(c).null_count().alias(f"n:{c}") for c in frame.columns),
+        *(pl.col(c).min().alias(f"lo:{c}") for c in kinds),
+        *(pl.col(c).max().alias(f"hi:{c}") for c in kinds),
+    ).row(0, named=True)
+    lo: dict[str, object] = {}
+    hi: dict[str, object] = {}
+    for c, t in kinds.items():
+        if row[f"lo:{c}"] is None:  # every value null: no min or max
             continue
-        write_deltalake(uri, _in_arrival_order(part), mode="error" if commits == 0 else "append",
-                        target_file_size=FILE_BYTES, storage_options=storage_options)
-        commits += 1
-    return commits
+        mn, mx = row[f"lo:{c}"], row[f"hi:{c}"]
+        if isinstance(t, pl.Datetime):
+            mn = mn.replace(microsecond=mn.microsecond // 1000 * 1000)
+            up = mx.replace(microsecond=mx.microsecond // 1000 * 1000)
+            mx = up if up == mx else up + timedelta(milliseconds=1)
+        lo[c], hi[c] = _stat_value(mn), _stat_value(mx)
+    return json.dumps({
+        "numRecords": frame.height, "minValues": lo, "maxValues": hi,
+        "nullCount": {c: row[f"n:{c}"] for c in frame.columns},
+    }, separators=(",", ":"))
+
+
+class _FileAppend:
+    """Rows of several key ranges appended to a table in one commit (``write_deltalake``
+    commits once per call, and a call with rows of two ranges may put them in one file).
+
+    ``add(frame)`` writes the frame's rows, in arrival order, as Parquet files of about
+    ``FILE_BYTES`` that hold that frame's rows only, at once (so a caller holds one
+    slice's rows at a time); leaving the ``with`` block commits every file added, in one
+    append. If the block raises, the files it wrote are deleted: none is in the log."""
+
+    def __init__(self, dt: DeltaTable, storage_options: dict[str, str] | None) -> None:
+        self.dt = dt
+        # the object store delta-rs writes through (deltalake.fs wraps it for pyarrow, whose
+        # writes it refuses); deltalake is pinned exactly
+        self.fs = DeltaFileSystemHandler(table_uri=dt.table_uri, options=storage_options)
+        self.actions: list[AddAction] = []
+        self.rows = 0
+        self._bytes_per_row: float | None = None
+
+    def __enter__(self) -> _FileAppend:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            for a in self.actions:
+                with contextlib.suppress(Exception):
+                    self.fs.delete_file(a.path)
+            return
+        if self.actions:
+            self.dt.create_write_transaction(self.actions, mode="append", schema=self.dt.schema())
+
+    def add(self, frame: pl.DataFrame) -> None:
+        if frame.height == 0:
+            return
+        frame = _arrival_sorted(frame)
+        if self._bytes_per_row is None:  # a guess from a sample, refined by the larger files written
+            sample = frame.head(8192)
+            self._bytes_per_row = len(self._parquet(sample)) / sample.height
+        # rows of one Kafka record (a submission's answers) stay in one file: cut only
+        # where kafka_offset changes
+        cuts = (
+            frame.select(pl.arg_where(pl.col("kafka_offset").diff() != 0)).to_series()
+            if "kafka_offset" in frame.columns else None
+        )
+        start = 0
+        while start < frame.height:
+            end = start + max(1, int(FILE_BYTES / self._bytes_per_row))
+            if frame.height - start <= (end - start) * 1.5:  # no file much smaller than the others
+                end = frame.height
+            elif cuts is not None:
+                i = int(cuts.search_sorted(end))
+                end = int(cuts[i]) if i < len(cuts) else frame.height
+            self._write(frame.slice(start, end - start))
+            start = end
+
+    @staticmethod
+    def _parquet(chunk: pl.DataFrame) -> bytes:
+        buf = io.BytesIO()
+        chunk.write_parquet(buf, compression="snappy", statistics=True)
+        return buf.getvalue()
+
+    def _write(self, chunk: pl.DataFrame) -> None:
+        data = self._parquet(chunk)
+        path = f"part-{len(self.actions):05d}-{uuid.uuid4()}-c000.snappy.parquet"
+        out = self.fs.open_output_stream(path, None)
+        out.write(data)
+        out.close()
+        if chunk.height >= 8192:
+            self._bytes_per_row = len(data) / chunk.height
+        self.actions.append(AddAction(path=path, size=len(data), partition_values={},
+                                      modification_time=int(time.time() * 1000), data_change=True,
+                                      stats=_file_stats(chunk)))
+        self.rows += chunk.height
 
 
 def _merge_by_slices(
@@ -346,7 +472,8 @@ def _merge_by_slices(
 ) -> MergeOutcome:
     """Write one batch slice by slice of ``merge_slices``: ``source(slice)`` gives that
     slice's rows (None: nothing to write there). Its ``fresh`` rows (keys the table does
-    not hold) are appended as new files of the slice; its ``merge`` rows go through
+    not hold) are written as new files of the slice, committed for every slice at once
+    after the merges; its ``merge`` rows go through
     ``merger(dt, rows, slice_predicate)`` (whose predicate must start with
     ``slice_predicate`` so delta-rs skips the other slices' files). The source is built
     slice by slice so that what it joins against the table is a slice's too."""
@@ -357,23 +484,28 @@ def _merge_by_slices(
     def add(k: str, n: int) -> None:
         total[k] = total.get(k, 0) + n
 
-    for sl in merge_slices(dt):
-        part = source(sl)
-        if part is None:
-            continue
-        if part.merge.height:
-            bound = sl.sql("t.submission_id")
-            if part.floor is not None:
-                bound = f"{bound} AND t.kafka_offset >= {int(part.floor)}"
-            metrics = merger(dt, part.merge.to_arrow(), bound).execute()
-            for k in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted",
-                      "num_target_files_removed"):
-                add(k, int(metrics.get(k, 0)))
-        # appended after the merge, so the merge has one file fewer to consider
-        if part.fresh.height:
-            write_deltalake(dt, _in_arrival_order(_align(part.fresh, schema)), mode="append", schema_mode="merge",
-                            target_file_size=FILE_BYTES, storage_options=storage_options)
-            add("num_target_rows_inserted", part.fresh.height)
+    # the fresh rows of every slice go in one commit, after the merges (which so have
+    # none of the new files to consider)
+    with _FileAppend(dt, storage_options) as append:
+        for sl in merge_slices(dt):
+            part = source(sl)
+            if part is None:
+                continue
+            if part.merge.height:
+                bound = sl.sql("t.submission_id")
+                if part.floor is not None:
+                    bound = f"{bound} AND t.kafka_offset >= {int(part.floor)}"
+                metrics = merger(dt, part.merge.to_arrow(), bound).execute()
+                for k in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted",
+                          "num_target_files_removed"):
+                    add(k, int(metrics.get(k, 0)))
+            if part.fresh.height:
+                fresh = _align(part.fresh, schema)
+                if len(fresh.columns) > len(schema):
+                    raise ValueError(f"{uri}: rows with columns the table lacks: "
+                                     f"{[c for c in fresh.columns if c not in schema]}")
+                append.add(fresh)
+    add("num_target_rows_inserted", append.rows)
     return _outcome(uri, total, storage_options)
 
 
@@ -580,10 +712,10 @@ def vacuum_table(uri: str, retention_hours: int, storage_options: dict[str, str]
     the log files past the table's log retention; None when the table does not exist.
 
     Every merge rewrites the files holding the rows it changes and appends new ones; the
-    files it replaced stay on storage for time travel. With ~30 commits a batch, a stream of
-    small batches left ten dead files for each live one within a dozen batches. Readers and
-    writers of the current version are unaffected; time travel to a version older than the
-    retention is what is given up. The caller guards the retention (an in-flight merge
+    files it replaced stay on storage for time travel. A stream of small batches left ten
+    dead files for each live one within a dozen batches. Readers and writers of the
+    current version are unaffected; time travel to a version older than the retention is
+    what is given up. The caller guards the retention (an in-flight merge
     still reads the files of the version it started from)."""
     if retention_hours < 0:
         raise ValueError(f"vacuum of {uri}: retention_hours={retention_hours} is negative")
