@@ -16,49 +16,45 @@ Why every batch order gives the same tables:
   re-run.
 - ``survey_quarantine``: insert-only on (kafka_topic, kafka_partition, kafka_offset).
 
-Rows of keys a table does not hold yet (a new submission, the answers of a submission
-with none in the table) are appended as new files, not merged: a delta-rs MERGE joins
-its whole source with every file its predicate leaves in, and rewrites every file
-holding a matched row, so merging the new rows too made each batch scan the table. The
-new rows of every key range go in one commit (``_FileAppend``: the project writes the
-Parquet files, one range each, and commits their add actions together), not one
-``write_deltalake`` per range: a stream of small batches wrote twice the commits.
-The rows of keys the table holds (newer versions, their answers' changes) go through a
-MERGE whose predicate also carries the least ``kafka_offset`` of the table rows they
-match, as a literal: new files are written in arrival order (``kafka_offset``) in
-``FILE_BYTES`` pieces, and duplicates and corrections follow their first version
-closely, so delta-rs skips the older files by their statistics and rewrites only the
-recent ones that hold a matched row. The split is decided on a snapshot of the table;
-it is sound because Silver has one writer at a time (the pool; the MERGE's guard on
-versions still holds, and the blocking unique-key checks would name a key two racing
-writers had both appended).
+A batch is one commit to each table (``_merge_by_slices``), written copy-on-write by
+the project: delta-rs's MERGE cost one commit and one query plan per key range, so a
+stream of small batches wrote 32 commits a batch per table.
 
-A merge that would change nothing is not committed (delta-rs writes no version for
-it, and the answers merge is skipped when nothing differs), so re-merging a batch
-leaves even the table version alone. New columns in a source (a v2 field) are added
-to the table first, even when no row of the batch wins, so the schema does not depend
-on the order; a column the source lacks is sent as null, so a newer v1 version clears
-a v2 field instead of keeping a stale value.
+- Rows of keys a table does not hold yet (a new submission, the answers of a submission
+  with none in the table) are written as new files, in arrival order (``kafka_offset``),
+  in ``FILE_BYTES`` pieces, with the Delta statistics of each file.
+- Rows of keys it holds (newer versions, their answers' changes) are applied to the
+  files holding them: duplicates and corrections follow their first version closely, so
+  of the files whose statistics admit a row at or after the least ``kafka_offset`` of
+  the table rows they match, the recent ones, only those holding one of their
+  submissions are read, and only those whose rows change are replaced. A matched row
+  changes only when the batch's version is strictly newer (the guard re-checks what
+  the snapshot said).
+- The removes and adds go in one transaction. delta-rs fails it with
+  ``CommitFailedError`` when a commit since the snapshot removed a file (any file) it
+  read; the step is then retried from a fresh snapshot with backoff (the Dagster assets
+  also serialise writers with a pool).
 
-Concurrent merges into one table fail with ``CommitFailedError``: each step is
-retried from a fresh snapshot with backoff (the Dagster assets also serialise them
-with a pool).
+Which keys a table holds is decided on a snapshot; the split is sound because Silver
+has one writer at a time (the pool; the blocking unique-key checks would name a key two
+racing writers had both written as new). A batch that would change nothing is not
+committed, so re-merging a batch leaves even the table version alone. New columns in a
+source (a v2 field) are added to the table first (their own commit), even when no row
+of the batch wins, so the schema does not depend on the order; a column the source
+lacks is sent as null, so a newer v1 version clears a v2 field instead of keeping a
+stale value.
 
 Key-range slices (submissions and answers): submission ids are random, so a batch has
-keys in every file, and one delta-rs MERGE of the whole table was one plan: about 1 GiB
-resident above the process for the 5.6M-row answers table of a 1M-event run. Both
-tables are therefore kept clustered in the ``KEY_SLICE_BOUNDS`` ranges of
-``submission_id`` (a file holds ids of one range) and a batch is written one range at a
-time, the range written into the merge predicate as literals so delta-rs skips every
-other file by its statistics: each merge reads at most a sixteenth of the table. A
-submission and all its answers fall in one range, so each submission's change still
-commits atomically; a batch is one MERGE commit per range holding a newer version, then
-one append (readers between them see some ranges merged, never half a submission). A
-table whose files span ranges (written before this layout) is merged in one piece, as
-before. A new table is written in two commits: the first range with rows creates it (and
-fails if another writer did first), the other ranges' files follow in one append, which
-is safe because Silver has one writer at a time (the pool); were two first batches to
-race past it anyway, the blocking unique-key checks would name the duplicated keys.
+keys in every file. Both tables are kept clustered in the ``KEY_SLICE_BOUNDS`` ranges
+of ``submission_id`` (a file holds ids of one range: its statistics say which), and a
+batch is worked one range at a time, so what it reads of the table, its joins and its
+rewritten rows are a sixteenth of the table at most (one delta-rs MERGE of the whole
+table was about 1 GiB resident for the 5.6M-row answers table of a 1M-event run). A
+table whose files span ranges (written before this layout) is merged in one piece. A
+new table is written in two commits: the first range with rows creates it (and fails if
+another writer did first), the other ranges' files follow in one append, which is safe
+because Silver has one writer at a time (the pool); were two first batches to race past
+it anyway, the blocking unique-key checks would name the duplicated keys.
 """
 
 from __future__ import annotations
@@ -79,8 +75,7 @@ import pyarrow as pa
 from deltalake import DeltaTable, Schema, write_deltalake
 from deltalake._internal import DeltaFileSystemHandler
 from deltalake.exceptions import CommitFailedError, DeltaError
-from deltalake.table import TableMerger
-from deltalake.transaction import AddAction
+from deltalake.transaction import AddAction, RemoveAction
 
 from school_equity.lake import Lake
 from school_equity.silver.parse import ParsedBatch
@@ -96,19 +91,12 @@ VERSION_KEY = [*SUBMISSION_KEY, *VERSION_COLUMNS]
 ANSWER_KEY = ["submission_id", "question_id"]
 QUARANTINE_KEY = ["kafka_topic", "kafka_partition", "kafka_offset"]
 
-# s is strictly newer than t: (event_time, kafka_partition, kafka_offset) compared in order
-SOURCE_IS_NEWER = (
-    "(s.event_time > t.event_time OR (s.event_time = t.event_time AND "
-    "(s.kafka_partition > t.kafka_partition OR (s.kafka_partition = t.kafka_partition AND "
-    "s.kafka_offset > t.kafka_offset))))"
-)
-
 T = TypeVar("T")
 
 
 def _newer(a: str, b: str) -> pl.Expr:
-    """The version in columns suffixed ``a`` is strictly newer than the one suffixed ``b``
-    (SOURCE_IS_NEWER as a polars expression)."""
+    """The version in columns suffixed ``a`` is strictly newer than the one suffixed ``b``:
+    (event_time, kafka_partition, kafka_offset) compared in order."""
     t, p, o = (pl.col(c + a) for c in VERSION_COLUMNS)
     t2, p2, o2 = (pl.col(c + b) for c in VERSION_COLUMNS)
     return (t > t2) | ((t == t2) & ((p > p2) | ((p == p2) & (o > o2))))
@@ -142,8 +130,8 @@ class SliceRows:
 
     fresh: pl.DataFrame
     merge: pl.DataFrame
-    # the least kafka_offset of the table rows the merge rows match: a literal lower bound
-    # in the merge predicate, so delta-rs skips the files written before them
+    # the least kafka_offset of the table rows the merge rows match: files whose
+    # statistics end before it are not read
     floor: int | None = None
 
 
@@ -280,22 +268,8 @@ class KeySlice:
             e = e & (pl.col(column) < self.hi)
         return e
 
-    def sql(self, column: str) -> str:
-        """The range as a predicate on ``column`` with literal bounds (what lets delta-rs
-        skip files by their min/max statistics); TRUE for the unbounded slice."""
-        parts = []
-        if self.lo is not None:
-            parts.append(f"{column} >= {_sql_string(self.lo)}")
-        if self.hi is not None:
-            parts.append(f"{column} < {_sql_string(self.hi)}")
-        return " AND ".join(parts) if parts else "TRUE"
-
     def holds(self, value: str) -> bool:
         return (self.lo is None or value >= self.lo) and (self.hi is None or value < self.hi)
-
-
-def _sql_string(v: str) -> str:
-    return "'" + v.replace("'", "''") + "'"
 
 
 def key_slices(bounds: tuple[str, ...] = KEY_SLICE_BOUNDS) -> list[KeySlice]:
@@ -393,13 +367,15 @@ def _file_stats(frame: pl.DataFrame) -> str:
 
 
 class _FileAppend:
-    """Rows of several key ranges appended to a table in one commit (``write_deltalake``
-    commits once per call, and a call with rows of two ranges may put them in one file).
+    """Files of several key ranges added to a table, and files removed, in one commit
+    (``write_deltalake`` commits once per call, and a call with rows of two ranges may put
+    them in one file).
 
     ``add(frame)`` writes the frame's rows, in arrival order, as Parquet files of about
     ``FILE_BYTES`` that hold that frame's rows only, at once (so a caller holds one
-    slice's rows at a time); leaving the ``with`` block commits every file added, in one
-    append. If the block raises, the files it wrote are deleted: none is in the log."""
+    slice's rows at a time); ``remove`` marks files the commit removes. Leaving the
+    ``with`` block commits them all (nothing to commit: no commit). If the block raises,
+    the files it wrote are deleted: none is in the log."""
 
     def __init__(self, dt: DeltaTable, storage_options: dict[str, str] | None) -> None:
         self.dt = dt
@@ -407,7 +383,10 @@ class _FileAppend:
         # writes it refuses); deltalake is pinned exactly
         self.fs = DeltaFileSystemHandler(table_uri=dt.table_uri, options=storage_options)
         self.actions: list[AddAction] = []
-        self.rows = 0
+        self.removes: list[RemoveAction] = []
+        self.rows = 0  # rows written
+        self.inserted = 0  # what the caller counts as new rows
+        self.committed = False
         self._bytes_per_row: float | None = None
 
     def __enter__(self) -> _FileAppend:
@@ -419,8 +398,16 @@ class _FileAppend:
                 with contextlib.suppress(Exception):
                     self.fs.delete_file(a.path)
             return
-        if self.actions:
-            self.dt.create_write_transaction(self.actions, mode="append", schema=self.dt.schema())
+        if self.actions or self.removes:
+            self.dt.create_write_transaction([*self.removes, *self.actions], mode="append", schema=self.dt.schema())
+            self.committed = True
+
+    def remove(self, paths: list[str], actions: pl.DataFrame) -> None:
+        """Remove ``paths`` (``actions``: their add actions, for their sizes)."""
+        size = dict(actions.select("path", "size_bytes").iter_rows())
+        now = int(time.time() * 1000)
+        self.removes.extend(RemoveAction(path=p, data_change=True, deletion_timestamp=now, size=size[p],
+                                         partition_values={}) for p in paths)
 
     def add(self, frame: pl.DataFrame) -> None:
         if frame.height == 0:
@@ -466,47 +453,127 @@ class _FileAppend:
         self.rows += chunk.height
 
 
+@dataclass(frozen=True)
+class Rewrite:
+    """What a batch's merge rows do to the table rows of its key range they match.
+
+    ``rows``: the new content of the rows given (``_file`` kept; a replaced row keeps the
+    ``_file`` of the row it replaces, a deleted row is gone); ``inserted``: rows of keys
+    the given rows do not hold; ``changed``: the ``_file`` values whose rows changed."""
+
+    rows: pl.DataFrame
+    inserted: pl.DataFrame
+    changed: pl.Series
+    updated: int
+    deleted: int
+
+
+def _read_data_file(fs: DeltaFileSystemHandler, path: str, columns: list[str] | None = None) -> pl.DataFrame:
+    """One data file of a table (a module function: tests count the files a merge reads)."""
+    f = fs.open_input_file(path)
+    try:
+        return pl.read_parquet(io.BytesIO(f.read()), columns=columns)
+    finally:
+        f.close()
+
+
 def _merge_by_slices(
     uri: str, source: Callable[[KeySlice], SliceRows | None], storage_options: dict[str, str] | None,
-    merger: Callable[[DeltaTable, pa.Table, str], TableMerger],
+    rewrite: Callable[[pl.DataFrame, pl.DataFrame], Rewrite],
 ) -> MergeOutcome:
-    """Write one batch slice by slice of ``merge_slices``: ``source(slice)`` gives that
-    slice's rows (None: nothing to write there). Its ``fresh`` rows (keys the table does
-    not hold) are written as new files of the slice, committed for every slice at once
-    after the merges; its ``merge`` rows go through
-    ``merger(dt, rows, slice_predicate)`` (whose predicate must start with
-    ``slice_predicate`` so delta-rs skips the other slices' files). The source is built
-    slice by slice so that what it joins against the table is a slice's too."""
+    """Write one batch slice by slice of ``merge_slices``, in one commit.
+
+    ``source(slice)`` gives that slice's rows (None: nothing to write there). Its
+    ``fresh`` rows (keys the table does not hold) are written as new files of the slice.
+    Its ``merge`` rows are applied copy-on-write: of the slice's files whose statistics
+    admit a row at or after the ``floor`` offset, those holding one of their submissions
+    are read, ``rewrite(table_rows, merge_rows)`` decides the new rows, and each file whose
+    rows changed is replaced by new files of the slice (with the rows inserted). Every
+    slice's removes and adds are one commit; a concurrent commit fails it (delta-rs
+    checks that no file this transaction read was removed meanwhile) and the step is
+    retried from a fresh snapshot. The source is built slice by slice so that what it
+    joins against the table is a slice's too."""
     dt = DeltaTable(uri, storage_options=storage_options)
     schema = _scan(uri, storage_options).collect_schema()
-    total: dict[str, int] = {}
-
-    def add(k: str, n: int) -> None:
-        total[k] = total.get(k, 0) + n
-
-    # the fresh rows of every slice go in one commit, after the merges (which so have
-    # none of the new files to consider)
+    files = pl.DataFrame(dt.get_add_actions(flatten=True))
+    updated = deleted = 0
     with _FileAppend(dt, storage_options) as append:
         for sl in merge_slices(dt):
             part = source(sl)
             if part is None:
                 continue
             if part.merge.height:
-                bound = sl.sql("t.submission_id")
-                if part.floor is not None:
-                    bound = f"{bound} AND t.kafka_offset >= {int(part.floor)}"
-                metrics = merger(dt, part.merge.to_arrow(), bound).execute()
-                for k in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted",
-                          "num_target_files_removed"):
-                    add(k, int(metrics.get(k, 0)))
+                # a file without statistics is read
+                candidates = files.filter(
+                    (sl.expr("min.submission_id") & sl.expr("max.submission_id")).fill_null(True)
+                    if "min.submission_id" in files.columns else pl.lit(True))
+                if part.floor is not None and "max.kafka_offset" in files.columns:
+                    candidates = candidates.filter(pl.col("max.kafka_offset").fill_null(part.floor) >= part.floor)
+                ids = part.merge.select(SUBMISSION_KEY).unique()
+                touched = [p for p in candidates.get_column("path").to_list()
+                           if _read_data_file(append.fs, p, SUBMISSION_KEY).join(ids, on=SUBMISSION_KEY,
+                                                                                    how="semi").height]
+                rows = pl.concat(
+                    [_align(_read_data_file(append.fs, p), schema).select(list(schema)).with_columns(
+                        _file=pl.lit(i, pl.Int32)) for i, p in enumerate(touched)],
+                    how="vertical_relaxed",
+                ) if touched else pl.DataFrame(schema={**schema, "_file": pl.Int32})
+                r = rewrite(rows, part.merge)
+                changed = set(r.changed.to_list())
+                append.remove([p for i, p in enumerate(touched) if i in changed],
+                              files.filter(pl.col("path").is_in(touched)))
+                updated, deleted = updated + r.updated, deleted + r.deleted
+                append.add(pl.concat([
+                    r.rows.filter(pl.col("_file").is_in(list(changed))).drop("_file"),
+                    _align(r.inserted, schema).select(list(schema)),
+                ], how="vertical_relaxed"))
+                append.inserted += r.inserted.height
             if part.fresh.height:
                 fresh = _align(part.fresh, schema)
                 if len(fresh.columns) > len(schema):
                     raise ValueError(f"{uri}: rows with columns the table lacks: "
                                      f"{[c for c in fresh.columns if c not in schema]}")
                 append.add(fresh)
-    add("num_target_rows_inserted", append.rows)
-    return _outcome(uri, total, storage_options)
+                append.inserted += fresh.height
+    return MergeOutcome(
+        uri, DeltaTable(uri, storage_options=storage_options).version(), inserted=append.inserted,
+        updated=updated, deleted=deleted, committed=append.committed, files_rewritten=len(append.removes),
+    )
+
+
+def _rewrite_submissions(rows: pl.DataFrame, merge: pl.DataFrame) -> Rewrite:
+    """A merge row replaces the table's row of its submission when its version is newer;
+    a merge row whose submission the rows do not hold is inserted."""
+    src = merge.select(rows.columns[:-1])  # the table's columns, in its order
+    seen = rows.select(*VERSION_KEY).join(src.select(VERSION_KEY), on=SUBMISSION_KEY, how="inner", suffix="_s")
+    newer_ids = seen.filter(_newer("_s", "")).select(SUBMISSION_KEY)
+    replaced = rows.join(newer_ids, on=SUBMISSION_KEY, how="semi")
+    # the new version takes the place of the old one, in the old one's file
+    new_rows = src.join(replaced.select(*SUBMISSION_KEY, "_file"), on=SUBMISSION_KEY, how="inner")
+    out = pl.concat([rows.join(newer_ids, on=SUBMISSION_KEY, how="anti"), new_rows.select(rows.columns)])
+    return Rewrite(out, src.join(rows.select(SUBMISSION_KEY), on=SUBMISSION_KEY, how="anti"),
+                   replaced.get_column("_file").unique(), updated=replaced.height, deleted=0)
+
+
+def _rewrite_answers(rows: pl.DataFrame, merge: pl.DataFrame) -> Rewrite:
+    """``merge``: ``answers_changes`` rows. A table row matched (same submission and
+    question) by a change whose version is newer is deleted (``_action='delete'``) or
+    replaced (``'upsert'``); an upsert matching no row is inserted."""
+    columns = rows.columns[:-1]
+    src = merge.select(*columns, "_action")
+    matched = rows.select(*ANSWER_KEY, *VERSION_COLUMNS, "_file").join(
+        src.select(*ANSWER_KEY, *VERSION_COLUMNS, "_action"), on=ANSWER_KEY, how="inner", suffix="_s")
+    hit = matched.filter(_newer("_s", "")).select(*ANSWER_KEY, "_file", "_action")
+    out = pl.concat([
+        rows.join(hit, on=ANSWER_KEY, how="anti"),
+        src.join(hit.filter(pl.col("_action") == "upsert").select(*ANSWER_KEY, "_file"), on=ANSWER_KEY,
+                 how="inner").select(rows.columns),
+    ])
+    inserted = src.filter(pl.col("_action") == "upsert").join(rows.select(ANSWER_KEY), on=ANSWER_KEY,
+                                                                how="anti").select(columns)
+    n_deleted = hit.filter(pl.col("_action") == "delete").height
+    return Rewrite(out, inserted, hit.get_column("_file").unique(), updated=hit.height - n_deleted,
+                   deleted=n_deleted)
 
 
 # -- the three tables ----------------------------------------------------------------
@@ -536,12 +603,7 @@ def merge_submissions(
             return SliceRows(fresh=mine.join(held, on=SUBMISSION_KEY, how="anti"), merge=newer.select(mine.columns),
                              floor=newer.get_column("kafka_offset_t").min())
 
-        return _merge_by_slices(uri, rows_in, storage_options, lambda dt, rows, in_slice: (
-            dt.merge(rows, predicate=f"{in_slice} AND t.submission_id = s.submission_id",
-                     source_alias="s", target_alias="t", merge_schema=True)
-            .when_matched_update_all(predicate=SOURCE_IS_NEWER)
-            .when_not_matched_insert_all()
-        ))
+        return _merge_by_slices(uri, rows_in, storage_options, _rewrite_submissions)
 
     outcome, n = with_retries(step, attempts=attempts)
     return _with_attempts(outcome, n)
@@ -606,8 +668,6 @@ def merge_answers(
         if not table_exists(uri, storage_options):
             winners = pl.concat([winners_in(sl) for sl in key_slices()])
             return _create(uri, answers.join(winners, on=VERSION_KEY, how="semi"), storage_options, sliced=True)
-        columns = answers.columns
-        values = {c: f"s.{c}" for c in columns}
         table = _scan(uri, storage_options)
 
         def changes_in(sl: KeySlice) -> pl.DataFrame | None:
@@ -632,14 +692,7 @@ def merge_answers(
                 floor=existing.get_column("kafka_offset").min(),
             )
 
-        return _merge_by_slices(uri, changes_in, storage_options, lambda dt, rows, in_slice: (
-            dt.merge(rows, predicate=f"{in_slice} AND t.submission_id = s.submission_id "
-                     "AND t.question_id = s.question_id", source_alias="s", target_alias="t")
-            # the guard on versions keeps a stale plan from touching a newer version's rows
-            .when_matched_delete(predicate=f"s._action = 'delete' AND {SOURCE_IS_NEWER}")
-            .when_matched_update(updates=values, predicate=f"s._action = 'upsert' AND {SOURCE_IS_NEWER}")
-            .when_not_matched_insert(updates=values, predicate="s._action = 'upsert'")
-        ))
+        return _merge_by_slices(uri, changes_in, storage_options, _rewrite_answers)
 
     outcome, n = with_retries(step, attempts=attempts)
     return _with_attempts(outcome, n)
