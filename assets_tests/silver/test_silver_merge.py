@@ -4,9 +4,11 @@ are retried."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -289,6 +291,14 @@ def test_concurrent_rewrites_of_one_submission_keep_the_newest_version(tmp_path)
     assert_matches_expected(t, [first, *records])
     assert read_table(t.submissions).height == 1
     assert max(attempts) > 1  # the writers did race: the losers' commits failed and were retried
+    # the files of the failed commits were deleted: every data file is live or removed by a commit
+    for uri in (t.submissions, t.answers):
+        on_disk = {f.name for f in Path(uri).glob("*.parquet")}
+        logged = set(_files(uri))
+        for entry in Path(uri, "_delta_log").glob("*.json"):
+            logged |= {json.loads(line)["remove"]["path"] for line in entry.read_text().splitlines()
+                       if '"remove"' in line}
+        assert on_disk == logged
 
 
 def test_with_retries_backs_off_on_commit_races_only():
@@ -540,7 +550,6 @@ def test_file_stats_are_the_ones_delta_rs_writes_with_timestamps_widened_to_the_
     (row count, null counts, min and max of strings and integers), and timestamp bounds
     that contain every value: delta-rs keeps milliseconds, so the min is rounded down and
     the max up, never cutting off a row a reader would skip a file for."""
-    import json
     from datetime import UTC, datetime
 
     from school_equity.silver.merge import _file_stats

@@ -394,13 +394,21 @@ class _FileAppend:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
-            for a in self.actions:
-                with contextlib.suppress(Exception):
-                    self.fs.delete_file(a.path)
+            self._discard()
             return
         if self.actions or self.removes:
-            self.dt.create_write_transaction([*self.removes, *self.actions], mode="append", schema=self.dt.schema())
+            try:
+                self.dt.create_write_transaction([*self.removes, *self.actions], mode="append",
+                                                 schema=self.dt.schema())
+            except CommitFailedError:
+                self._discard()  # it did not land (a lost race): the retry writes its own files
+                raise
             self.committed = True
+
+    def _discard(self) -> None:
+        for a in self.actions:
+            with contextlib.suppress(Exception):
+                self.fs.delete_file(a.path)
 
     def remove(self, paths: list[str], actions: pl.DataFrame) -> None:
         """Remove ``paths`` (``actions``: their add actions, for their sizes)."""
