@@ -234,6 +234,28 @@ def test_empty_batch_creates_empty_tables(tmp_path):
     assert [read_table(u).height for u in (t.submissions, t.answers, t.quarantine)] == [0, 0, 0]
 
 
+def in_threads(fn, items: list) -> list:
+    """``fn(item)`` for every item, each in its own thread, all released at once; the
+    results, and no error."""
+    results, errors = [], []
+    start = threading.Barrier(len(items))
+
+    def run(item):
+        try:
+            start.wait()
+            results.append(fn(item))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(item,)) for item in items]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    return results
+
+
 def test_concurrent_merges_into_one_table_are_retried(tmp_path):
     t = tables_in(str(tmp_path))
     seed = {"sid": "seed", "minute": 0, "answers": {"P01": 1}, "partition": 0, "offset": 0}
@@ -241,20 +263,7 @@ def test_concurrent_merges_into_one_table_are_retried(tmp_path):
     records = [{"sid": f"s{i}", "minute": i, "answers": {"P01": 1 + i % 4}, "partition": 0, "offset": 1 + i}
                for i in range(6)]
     parsed = [parse_batch(batch_frame([r], 1 + i)) for i, r in enumerate(records)]
-    attempts, errors = [], []
-
-    def run(p):
-        try:
-            attempts.append(merge_submissions(t.submissions, p.submissions, attempts=12).attempts)
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(p,)) for p in parsed]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors
+    in_threads(lambda p: merge_submissions(t.submissions, p.submissions, attempts=12), parsed)
     assert sorted(read_table(t.submissions)["submission_id"].to_list()) == sorted(["seed", *(r["sid"] for r in records)])
     # then the answers, in sequence, follow the winners
     for p in parsed:
@@ -272,22 +281,7 @@ def test_concurrent_rewrites_of_one_submission_keep_the_newest_version(tmp_path)
     records = [{"sid": "k-1", "minute": 1 + i, "answers": {f"P0{1 + i}": 1 + i % 4}, "partition": 0,
                 "offset": 1 + i} for i in range(5)]
     parsed = [parse_batch(batch_frame([r], 1 + i)) for i, r in enumerate(records)]
-    attempts, errors = [], []
-    start = threading.Barrier(len(parsed))
-
-    def run(p):
-        try:
-            start.wait()
-            attempts.append(merge_batch(t, p, attempts=20).submissions.attempts)
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(p,)) for p in parsed]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors
+    attempts = [r.submissions.attempts for r in in_threads(lambda p: merge_batch(t, p, attempts=20), parsed)]
     assert_matches_expected(t, [first, *records])
     assert read_table(t.submissions).height == 1
     assert max(attempts) > 1  # the writers did race: the losers' commits failed and were retried
@@ -585,7 +579,7 @@ def test_an_append_that_fails_leaves_no_file_behind(tmp_path):
     before it, they are deleted, so nothing unreferenced is left in the table."""
     import os
 
-    from school_equity.silver.merge import _FileAppend
+    from school_equity.silver.merge import _BatchCommit
 
     tables = tables_in(str(tmp_path))
     first = _records(["00-x", "a0-x"], minute=0, first_offset=0)
@@ -593,7 +587,7 @@ def test_an_append_that_fails_leaves_no_file_behind(tmp_path):
     before = sorted(os.listdir(tables.answers))
     frame = read_table(tables.answers)
     dt = DeltaTable(tables.answers)
-    with pytest.raises(RuntimeError, match="boom"), _FileAppend(dt, None) as append:
+    with pytest.raises(RuntimeError, match="boom"), _BatchCommit(dt, None) as append:
         append.add(frame)
         assert len(os.listdir(tables.answers)) == len(before) + 1  # written, not yet committed
         raise RuntimeError("boom")

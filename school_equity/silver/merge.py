@@ -71,7 +71,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import polars as pl
-import pyarrow as pa
 from deltalake import DeltaTable, Schema, write_deltalake
 from deltalake._internal import DeltaFileSystemHandler
 from deltalake.exceptions import CommitFailedError, DeltaError
@@ -306,10 +305,6 @@ def _arrival_sorted(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sort("kafka_offset", "kafka_partition") if "kafka_offset" in frame.columns else frame
 
 
-def _in_arrival_order(frame: pl.DataFrame) -> pa.Table:
-    return _arrival_sorted(frame).to_arrow()
-
-
 def _create_sliced(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | None) -> int:
     """Create the table from ``frame`` so that each file holds one key range, in two
     commits: the first slice with rows creates it (mode="error": losing a creation race
@@ -318,18 +313,18 @@ def _create_sliced(uri: str, frame: pl.DataFrame, storage_options: dict[str, str
     parts = [p for p in (frame.filter(sl.expr()) for sl in key_slices()) if p.height]
     # an empty frame still creates the table
     first = parts[0] if parts else frame
-    write_deltalake(uri, _in_arrival_order(first), mode="error", target_file_size=FILE_BYTES,
+    write_deltalake(uri, _arrival_sorted(first).to_arrow(), mode="error", target_file_size=FILE_BYTES,
                     storage_options=storage_options)
     if len(parts) < 2:
         return 1
     dt = DeltaTable(uri, storage_options=storage_options)
-    with _FileAppend(dt, storage_options) as append:
+    with _BatchCommit(dt, storage_options) as append:
         for part in parts[1:]:
             append.add(part)
     return 2
 
 
-# -- appends of many slices in one commit ------------------------------------------------
+# -- a batch's files, added and removed, in one commit ------------------------------------------------
 def _stat_value(value: object) -> object:
     """A min/max statistic as the Delta log writes it (timestamps as UTC ISO-8601)."""
     if isinstance(value, datetime):
@@ -366,7 +361,7 @@ def _file_stats(frame: pl.DataFrame) -> str:
     }, separators=(",", ":"))
 
 
-class _FileAppend:
+class _BatchCommit:
     """Files of several key ranges added to a table, and files removed, in one commit
     (``write_deltalake`` commits once per call, and a call with rows of two ranges may put
     them in one file).
@@ -384,12 +379,11 @@ class _FileAppend:
         self.fs = DeltaFileSystemHandler(table_uri=dt.table_uri, options=storage_options)
         self.actions: list[AddAction] = []
         self.removes: list[RemoveAction] = []
-        self.rows = 0  # rows written
         self.inserted = 0  # what the caller counts as new rows
         self.committed = False
         self._bytes_per_row: float | None = None
 
-    def __enter__(self) -> _FileAppend:
+    def __enter__(self) -> _BatchCommit:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -458,7 +452,6 @@ class _FileAppend:
         self.actions.append(AddAction(path=path, size=len(data), partition_values={},
                                       modification_time=int(time.time() * 1000), data_change=True,
                                       stats=_file_stats(chunk)))
-        self.rows += chunk.height
 
 
 @dataclass(frozen=True)
@@ -505,7 +498,7 @@ def _merge_by_slices(
     schema = _scan(uri, storage_options).collect_schema()
     files = pl.DataFrame(dt.get_add_actions(flatten=True))
     updated = deleted = 0
-    with _FileAppend(dt, storage_options) as append:
+    with _BatchCommit(dt, storage_options) as append:
         for sl in merge_slices(dt):
             part = source(sl)
             if part is None:
@@ -552,7 +545,7 @@ def _merge_by_slices(
 def _rewrite_submissions(rows: pl.DataFrame, merge: pl.DataFrame) -> Rewrite:
     """A merge row replaces the table's row of its submission when its version is newer;
     a merge row whose submission the rows do not hold is inserted."""
-    src = merge.select(rows.columns[:-1])  # the table's columns, in its order
+    src = merge.select(c for c in rows.columns if c != "_file")  # the table's columns, in its order
     seen = rows.select(*VERSION_KEY).join(src.select(VERSION_KEY), on=SUBMISSION_KEY, how="inner", suffix="_s")
     newer_ids = seen.filter(_newer("_s", "")).select(SUBMISSION_KEY)
     replaced = rows.join(newer_ids, on=SUBMISSION_KEY, how="semi")
@@ -567,7 +560,7 @@ def _rewrite_answers(rows: pl.DataFrame, merge: pl.DataFrame) -> Rewrite:
     """``merge``: ``answers_changes`` rows. A table row matched (same submission and
     question) by a change whose version is newer is deleted (``_action='delete'``) or
     replaced (``'upsert'``); an upsert matching no row is inserted."""
-    columns = rows.columns[:-1]
+    columns = [c for c in rows.columns if c != "_file"]
     src = merge.select(*columns, "_action")
     matched = rows.select(*ANSWER_KEY, *VERSION_COLUMNS, "_file").join(
         src.select(*ANSWER_KEY, *VERSION_COLUMNS, "_action"), on=ANSWER_KEY, how="inner", suffix="_s")
