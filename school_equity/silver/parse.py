@@ -399,7 +399,8 @@ def _fast_path(
     quoted_ids = ['"' + q + '"' for q in catalog]
     found = pl.col("answers").str.extract_many(quoted_ids)
     members = pl.col("answers").str.count_matches(":", literal=True)
-    cand = cand.filter((found.list.len() == members) & (found.list.n_unique() == members))
+    cand = cand.with_columns(answer_count=members.cast(pl.Int64)).filter(
+        (found.list.len() == members) & (found.list.n_unique() == members))
     # The layout admits only `"key":int` members here, so splitting on "," and ":" is exact.
     pairs = (
         cand.lazy()
@@ -460,6 +461,7 @@ _EVENT_SCHEMA = {
     "device_type": pl.String,
     "device_os": pl.String,
     "app_version": pl.String,
+    "answer_count": pl.Int64,  # members of the answers object: the version's rows in the answers
 }
 _ANSWER_SCHEMA = {"_row": pl.Int64, "question_id": pl.String, "answer_value": pl.Int64}
 
@@ -477,7 +479,7 @@ def _reference_path(
             continue
         events.append((
             row, out.submission_id, out.dbn, out.survey_year, out.respondent_type, out.event_time_us,
-            out.schema_version, out.language, out.device_type, out.device_os, out.app_version,
+            out.schema_version, out.language, out.device_type, out.device_os, out.app_version, len(out.answers),
         ))
         answers.extend((row, q, v) for q, v in out.answers)
     ev_schema = {**_EVENT_SCHEMA, "event_time": pl.Int64}
@@ -576,9 +578,7 @@ def parse_batch(
         .join(coords, on="_row", how="left", maintain_order="left")
     )
     del events, newest
-    answer_counts = answers.group_by("_row").agg(answer_count=pl.len())
-    submissions = winners.join(answer_counts, on="_row", how="left", maintain_order="left")
-    del answer_counts
+    submissions = winners
     if not (winners.get_column("schema_version") >= VERSIONED_COLUMNS["language"]).any():
         submissions = submissions.drop("language")
     submissions = _cast(submissions, SUBMISSION_DTYPES)
