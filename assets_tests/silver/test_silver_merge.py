@@ -22,8 +22,6 @@ from assets_tests.silver.silver_events import T0, bronze_frame, encode, event
 from school_equity.contracts.checks import validate_or_raise
 from school_equity.contracts.stream import SilverSurveyAnswers, SilverSurveySubmissions
 from school_equity.lake import Lake
-from school_equity.silver import merge
-from school_equity.silver.layout import key_range_index
 from school_equity.silver.merge import (
     WHOLE_TABLE,
     SilverTables,
@@ -104,7 +102,7 @@ def tables_in(root: str) -> SilverTables:
 
 
 def sid(i: int) -> str:
-    """Ids in different key-range slices (layout.KEY_SLICE_BOUNDS), so batches span slices."""
+    """Ids in different key-range slices (merge.KEY_SLICE_BOUNDS), so batches span slices."""
     return "07aFs"[i % 5] + f"-{i}"
 
 
@@ -359,49 +357,6 @@ def test_every_key_falls_in_exactly_one_slice(key):
     assert sum(sl.holds(key) for sl in slices) == 1
     frame = pl.DataFrame({"submission_id": [key]})
     assert [frame.filter(sl.expr()).height for sl in slices] == [int(sl.holds(key)) for sl in slices]
-    # the parse's and the merge's range index names the same slice
-    assert slices[key_range_index(frame.get_column("submission_id"))[0]].holds(key)
-
-
-def test_parse_hands_over_rows_by_key_range_then_arrival_and_the_merge_takes_pieces(tmp_path):
-    """parse_batch gives submissions and answers ordered by key range, then kafka_offset;
-    the merge then takes each range's rows as a piece of the frame, and a frame in any
-    other order (filtered per range instead) gives the same tables."""
-    ids = [f"{c}{n}-x" for c in "f70a3" for n in range(4)]
-    # two partitions, offsets against the id order, and a second version of two ids
-    records = [{"sid": i, "minute": 0, "answers": {"P01": 1 + n % 4, "P02": 2, "P03": 3}, "partition": n % 2,
-                "offset": 100 - n} for n, i in enumerate(ids)]
-    records += [{**records[3], "minute": 1, "answers": {"P01": 4}, "offset": 7},
-                {**records[9], "minute": 2, "offset": 8}]
-    parsed = parse_batch(batch_frame(records, 0))
-    for frame in (parsed.submissions, parsed.answers):
-        order = frame.select(r=key_range_index(frame.get_column("submission_id")), o=pl.col("kafka_offset"))
-        assert order.rows() == sorted(order.rows())
-        assert order.get_column("r").n_unique() == 5
-        pieces = merge._key_range_pieces(frame)
-        assert pieces is not None
-        for sl in key_slices():
-            assert_frame_equal(pieces[sl], frame.filter(sl.expr()))
-
-    shuffled = parsed._replace(submissions=parsed.submissions.reverse(), answers=parsed.answers.reverse())
-    assert merge._key_range_pieces(shuffled.answers) is None
-    rows = merge.by_key_range(shuffled.answers)
-    for sl in key_slices():
-        assert_frame_equal(rows(sl), shuffled.answers.filter(sl.expr()))
-
-    ordered_tables, shuffled_tables = tables_in(str(tmp_path / "o")), tables_in(str(tmp_path / "s"))
-    merge_batch(ordered_tables, parsed)
-    merge_batch(shuffled_tables, shuffled)
-    assert_matches_expected(ordered_tables, records)
-    for x, y in zip(state(ordered_tables), state(shuffled_tables), strict=True):
-        assert_frame_equal(x, y)
-
-
-def test_arrival_order_sorts_only_what_is_out_of_order():
-    ordered = pl.DataFrame({"kafka_offset": [1, 2, 2, 5], "kafka_partition": [0, 1, 0, 0]})
-    assert merge._arrival_sorted(ordered) is ordered
-    out = merge._arrival_sorted(pl.DataFrame({"kafka_offset": [5, 2, 1, 2], "kafka_partition": [0, 1, 0, 0]}))
-    assert out.rows() == [(1, 0), (2, 1), (2, 0), (5, 0)]  # ties keep their order
 
 
 def _files(uri: str) -> dict[str, tuple[str, str]]:
@@ -441,6 +396,8 @@ def test_new_rows_are_appended_and_a_correction_reads_and_rewrites_only_the_rece
     """New submissions and their answers are appended (no file is read or rewritten); a
     correction of a recent submission reads and rewrites only the file holding it: the
     older files of its key range are skipped by their kafka_offset statistics."""
+    import school_equity.silver.merge as merge
+
     reads: list[tuple[str, str]] = []  # (table, file) of every data file a merge reads
     read = merge._read_data_file
     monkeypatch.setattr(merge, "_read_data_file", lambda fs, path, columns=None: reads.append(
@@ -477,6 +434,8 @@ def test_new_rows_are_appended_and_a_correction_reads_and_rewrites_only_the_rece
 def test_new_rows_are_written_in_arrival_order_in_pieces(tmp_path, monkeypatch):
     """A slice's new rows go out sorted by kafka_offset in FILE_BYTES pieces, so each file
     holds one stretch of the stream (what lets a correction skip the older files)."""
+    import school_equity.silver.merge as merge
+
     monkeypatch.setattr(merge, "FILE_BYTES", 4096)
     tables = tables_in(str(tmp_path))
     merge_batch(tables, parse_batch(batch_frame(_records(["a0-x"], minute=0, first_offset=0), 0)))

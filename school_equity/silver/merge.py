@@ -77,7 +77,6 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction, RemoveAction
 
 from school_equity.lake import Lake
-from school_equity.silver.layout import KEY_SLICE_BOUNDS, key_range_index
 from school_equity.silver.parse import ParsedBatch
 
 SUBMISSIONS_TABLE = "silver/survey_submissions"
@@ -102,6 +101,10 @@ def _newer(a: str, b: str) -> pl.Expr:
     return (t > t2) | ((t == t2) & ((p > p2) | ((p == p2) & (o > o2))))
 
 
+# Lower bounds of the submission_id ranges after the first: ids are UUIDs, so sixteen
+# ranges by the first hex digit hold a sixteenth of the rows each. Any other id still
+# falls in exactly one range (the first and last are open-ended), only less evenly.
+KEY_SLICE_BOUNDS = tuple("123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -276,34 +279,6 @@ def key_slices(bounds: tuple[str, ...] = KEY_SLICE_BOUNDS) -> list[KeySlice]:
 WHOLE_TABLE = [KeySlice(None, None)]
 
 
-def _key_range_pieces(frame: pl.DataFrame) -> dict[KeySlice, pl.DataFrame] | None:
-    """``frame``'s rows of each of ``key_slices()`` as zero-copy pieces, when its rows come
-    in key-range order (as ``parse_batch`` gives them); None when they do not."""
-    ids = frame.get_column("submission_id")
-    if ids.null_count():
-        return None
-    idx = key_range_index(ids)
-    if not idx.is_sorted():
-        return None
-    slices = key_slices()
-    starts = idx.search_sorted(pl.Series(range(len(slices) + 1), dtype=idx.dtype), side="left").to_list()
-    return {sl: frame.slice(starts[i], starts[i + 1] - starts[i]) for i, sl in enumerate(slices)}
-
-
-def by_key_range(frame: pl.DataFrame) -> Callable[[KeySlice], pl.DataFrame]:
-    """A function giving ``frame``'s rows in a slice: a piece of the frame when its rows
-    come in key-range order, else a filter (a filter of every slice copies the whole
-    frame once more: about 1 s for the answers of a 1M-event batch)."""
-    pieces = _key_range_pieces(frame) if frame.height else None
-
-    def rows(sl: KeySlice) -> pl.DataFrame:
-        if pieces is not None and sl in pieces:
-            return pieces[sl]
-        return frame.filter(sl.expr())
-
-    return rows
-
-
 def merge_slices(dt: DeltaTable, column: str = "submission_id") -> list[KeySlice]:
     """The slices to merge ``dt`` in: ``key_slices()`` when every data file holds keys of
     one slice only (by the file's min/max statistics), else the whole table at once
@@ -329,11 +304,8 @@ FILE_BYTES = 2 * 1024 * 1024
 def _arrival_sorted(frame: pl.DataFrame) -> pl.DataFrame:
     """Rows by ``kafka_offset``, ties (other partitions) in their given order: a stable sort
     on one integer column, several times faster in polars than a sort on two columns
-    (2.1 s against 0.13 s for a 1M-event batch's 5.6M answers); none when they already are
-    (``parse_batch`` gives each key range's rows in this order)."""
-    if "kafka_offset" not in frame.columns or frame.get_column("kafka_offset").is_sorted():
-        return frame
-    return frame.sort("kafka_offset", maintain_order=True)
+    (2.1 s against 0.13 s for a 1M-event batch's 5.6M answers)."""
+    return frame.sort("kafka_offset", maintain_order=True) if "kafka_offset" in frame.columns else frame
 
 
 def _create_sliced(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | None) -> int:
@@ -341,8 +313,7 @@ def _create_sliced(uri: str, frame: pl.DataFrame, storage_options: dict[str, str
     commits: the first slice with rows creates it (mode="error": losing a creation race
     fails it and the caller retries as a merge), the other slices' files follow in one
     append. Returns the number of commits."""
-    rows = by_key_range(frame)
-    parts = [p for p in (rows(sl) for sl in key_slices()) if p.height]
+    parts = [p for p in (frame.filter(sl.expr()) for sl in key_slices()) if p.height]
     # an empty frame still creates the table
     first = parts[0] if parts else frame
     write_deltalake(uri, _arrival_sorted(first).to_arrow(), mode="error", target_file_size=FILE_BYTES,
@@ -623,11 +594,11 @@ def merge_submissions(
         table = _scan(uri, storage_options)
         if _add_new_columns(uri, submissions, table.collect_schema(), storage_options):
             table = _scan(uri, storage_options)
-        source = by_key_range(_align(submissions, table.collect_schema()))
+        source = _align(submissions, table.collect_schema())
         current = table.select(VERSION_KEY)
 
         def rows_in(sl: KeySlice) -> SliceRows | None:
-            mine = source(sl)
+            mine = source.filter(sl.expr())
             if mine.height == 0:
                 return None
             held = current.filter(sl.expr()).collect()
@@ -680,7 +651,6 @@ def merge_answers(
     call after ``merge_submissions`` so the table says which of them won.
     """
     versions = batch_versions.select(VERSION_KEY)
-    versions_in, answers_in = by_key_range(versions), by_key_range(answers)
 
     def step() -> MergeOutcome:
         # one snapshot of each table for every slice (a slice's rows are untouched by the
@@ -694,7 +664,7 @@ def merge_answers(
             # the batch versions of the slice that are the table's version. A semi-join
             # with the slice's rows, not an is_in filter in the scan: the scan's filter
             # with the batch's ids cost twice as much
-            mine = versions_in(sl)
+            mine = versions.filter(sl.expr())
             if current is None or mine.height == 0:
                 return mine.head(0)
             return mine.join(current.filter(sl.expr()).collect(), on=VERSION_KEY, how="semi")
@@ -714,7 +684,7 @@ def merge_answers(
                 table.filter(sl.expr()).select(*ANSWER_KEY, *VERSION_COLUMNS).collect()
                 .join(won.select(SUBMISSION_KEY), on=SUBMISSION_KEY, how="semi")
             )
-            mine = answers_in(sl)
+            mine = answers.filter(sl.expr())
             if existing.height == 0:  # no winner has an answer in the table yet: only inserts
                 return SliceRows(fresh=mine.join(won, on=VERSION_KEY, how="semi"), merge=mine.head(0))
             held = existing.select(SUBMISSION_KEY).unique()

@@ -65,7 +65,6 @@ from school_equity.contracts.stream import (
     SilverSurveySubmissions,
 )
 from school_equity.reference import RESPONDENT_TYPES, Question, questions, school_dbns
-from school_equity.silver.layout import in_key_range_order
 
 # Columns that exist only from this schema version on: they appear in a Silver frame
 # (and so in the Delta table) once a batch holds a record of that version.
@@ -528,8 +527,6 @@ def parse_batch(
 
     Submissions hold the newest version of each submission in the batch; answers are
     exactly that version's answers; quarantine holds every record that broke a rule.
-    Submissions and answers come in the Silver tables' key-range order, then by
-    ``kafka_offset`` (``silver.layout``), which spares the merge a copy of each.
     ``fast_path=False`` decides every record with the reference (tests compare both).
     The frame is not kept past the parse: passed without another reference (as the
     Silver asset does), its payloads are freed before the frames are joined.
@@ -569,14 +566,13 @@ def parse_batch(
 
     # The newest version of each submission, chosen on the columns that order versions
     # only: sorting and de-duplicating the whole wide frame copied it twice.
-    # The winners come by key range, then by arrival (kafka_offset): the order the merge
-    # writes them in, so it takes each range's rows as a piece of the frame.
-    newest = in_key_range_order(
+    newest = (
         events.select("_row", "submission_id", "event_time")
         .join(coords.select("_row", "kafka_partition", "kafka_offset"), on="_row", how="left")
         .sort(NEWEST_FIRST_KEY, descending=True, maintain_order=True)
         .unique("submission_id", keep="first", maintain_order=True)
-    ).select("_row")
+        .select("_row")
+    )
     winners = (
         newest.join(events, on="_row", how="left", maintain_order="left")
         .join(coords, on="_row", how="left", maintain_order="left")
@@ -587,10 +583,16 @@ def parse_batch(
         submissions = submissions.drop("language")
     submissions = _cast(submissions, SUBMISSION_DTYPES)
 
-    win_answers = winners.select(
-        "_row", "submission_id", "dbn", "survey_year", "respondent_type", "event_time",
-        "kafka_partition", "kafka_offset", "batch_id", "batch_seq",
-    ).join(answers, on="_row", how="inner", maintain_order="left")  # in the winners' order
+    win_answers = (
+        answers.join(
+            winners.select(
+                "_row", "submission_id", "dbn", "survey_year", "respondent_type", "event_time",
+                "kafka_partition", "kafka_offset", "batch_id", "batch_seq",
+            ),
+            on="_row",
+            how="inner",
+        )
+    )
     n_winners = winners.height
     del answers, winners
     win_answers = _cast(win_answers, ANSWER_DTYPES)
