@@ -400,7 +400,7 @@ def _fast_path(
     found = pl.col("answers").str.extract_many(quoted_ids)
     members = pl.col("answers").str.count_matches(":", literal=True)
     cand = cand.with_columns(answer_count=members.cast(pl.Int64)).filter(
-        (found.list.len() == members) & (found.list.n_unique() == members))
+        (found.list.len() == pl.col("answer_count")) & (found.list.n_unique() == pl.col("answer_count")))
     # The layout admits only `"key":int` members here, so splitting on "," and ":" is exact.
     pairs = (
         cand.lazy()
