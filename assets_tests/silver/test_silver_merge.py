@@ -392,6 +392,29 @@ def test_tables_stay_clustered_and_a_batch_rewrites_only_the_slices_it_touches(t
     assert_matches_expected(tables, first + second)
 
 
+def test_a_first_batch_creates_the_tables_one_key_range_at_a_time(tmp_path):
+    """The first slice with rows creates a table (version 0), the other slices' files
+    follow in one commit (version 1); the outcome counts every row written."""
+    spread = tables_in(str(tmp_path / "spread"))
+    ids = [f"{c}{n}-x" for c in "0369cf" for n in range(2)]
+    # a superseded version in the batch: its answers are not the winner's
+    records = _records(ids, minute=0, first_offset=0) + [
+        {"sid": "90-x", "minute": 1, "answers": {"P03": 3}, "partition": 0, "offset": 99}]
+    out = merge_batch(spread, parse_batch(batch_frame(records, 0)))
+    assert (out.submissions.created, out.submissions.version, out.submissions.inserted) == (True, 1, len(ids))
+    assert (out.answers.created, out.answers.version, out.answers.inserted) == (True, 1, 2 * len(ids) - 1)
+    for uri in (spread.submissions, spread.answers):
+        assert len(_files(uri)) == 6 and DeltaTable(uri).version() == 1
+    assert_matches_expected(spread, records)
+
+    one = tables_in(str(tmp_path / "one"))  # every key in one slice: one commit
+    records = _records(["a1-x", "a2-x"], minute=0, first_offset=0)
+    out = merge_batch(one, parse_batch(batch_frame(records, 0)))
+    assert (out.submissions.version, out.answers.version) == (0, 0)
+    assert (out.submissions.inserted, out.answers.inserted) == (2, 4)
+    assert_matches_expected(one, records)
+
+
 def test_new_rows_are_appended_and_a_correction_reads_and_rewrites_only_the_recent_file(tmp_path, monkeypatch):
     """New submissions and their answers are appended (no file is read or rewritten); a
     correction of a recent submission reads and rewrites only the file holding it: the

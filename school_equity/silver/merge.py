@@ -229,11 +229,9 @@ def _create(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | Non
     range each (see KEY_SLICE_BOUNDS), in two commits; a crash between them leaves a
     table the re-run merges the rest into."""
     if sliced:
-        version = _create_sliced(uri, frame, storage_options) - 1
-    else:
-        write_deltalake(uri, frame.to_arrow(), mode="error", storage_options=storage_options)
-        version = 0
-    return MergeOutcome(uri, version, inserted=frame.height, created=True, committed=True)
+        return _create_sliced(uri, lambda sl: frame.filter(sl.expr()), frame.head(0), storage_options)
+    write_deltalake(uri, frame.to_arrow(), mode="error", storage_options=storage_options)
+    return MergeOutcome(uri, 0, inserted=frame.height, created=True, committed=True)
 
 
 def _outcome(uri: str, metrics: dict, storage_options: dict[str, str] | None) -> MergeOutcome:
@@ -308,23 +306,31 @@ def _arrival_sorted(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sort("kafka_offset", maintain_order=True) if "kafka_offset" in frame.columns else frame
 
 
-def _create_sliced(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | None) -> int:
-    """Create the table from ``frame`` so that each file holds one key range, in two
-    commits: the first slice with rows creates it (mode="error": losing a creation race
-    fails it and the caller retries as a merge), the other slices' files follow in one
-    append. Returns the number of commits."""
-    parts = [p for p in (frame.filter(sl.expr()) for sl in key_slices()) if p.height]
-    # an empty frame still creates the table
-    first = parts[0] if parts else frame
+def _create_sliced(uri: str, rows_in: Callable[[KeySlice], pl.DataFrame], empty: pl.DataFrame,
+                   storage_options: dict[str, str] | None) -> MergeOutcome:
+    """Create the table so that each file holds one key range, in two commits: the first
+    slice with rows creates it (mode="error": losing a creation race fails it and the
+    caller retries as a merge), the other slices' files follow in one append.
+
+    ``rows_in(slice)`` gives a slice's rows; they are built and written one slice at a
+    time (all 16 at once, next to the batch they came from, were the memory peak of a
+    first batch's Silver step). ``empty``: the table's columns, for a batch with no rows
+    (an empty frame still creates the table)."""
+    slices = iter(key_slices())
+    first = next((part for part in map(rows_in, slices) if part.height), empty)
+    inserted = first.height
     write_deltalake(uri, _arrival_sorted(first).to_arrow(), mode="error", target_file_size=FILE_BYTES,
                     storage_options=storage_options)
-    if len(parts) < 2:
-        return 1
+    del first
     dt = DeltaTable(uri, storage_options=storage_options)
     with _BatchCommit(dt, storage_options) as append:
-        for part in parts[1:]:
+        for sl in slices:  # the slices after the first with rows
+            part = rows_in(sl)
             append.add(part)
-    return 2
+            inserted += part.height
+            del part
+    # versions 0 (the creation) and 1 (the other slices' files, if any)
+    return MergeOutcome(uri, 1 if append.committed else 0, inserted=inserted, created=True, committed=True)
 
 
 # -- a batch's files, added and removed, in one commit ------------------------------------------------
@@ -670,8 +676,9 @@ def merge_answers(
             return mine.join(current.filter(sl.expr()).collect(), on=VERSION_KEY, how="semi")
 
         if not table_exists(uri, storage_options):
-            winners = pl.concat([winners_in(sl) for sl in key_slices()])
-            return _create(uri, answers.join(winners, on=VERSION_KEY, how="semi"), storage_options, sliced=True)
+            return _create_sliced(
+                uri, lambda sl: answers.filter(sl.expr()).join(winners_in(sl), on=VERSION_KEY, how="semi"),
+                answers.head(0), storage_options)
         table = _scan(uri, storage_options)
 
         def changes_in(sl: KeySlice) -> pl.DataFrame | None:
