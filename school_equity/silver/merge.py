@@ -222,14 +222,9 @@ def _add_new_columns(uri: str, source: pl.DataFrame, target: pl.Schema,
     return bool(new)
 
 
-def _create(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | None, *,
-            sliced: bool = False) -> MergeOutcome:
-    """Create the table with ``frame``. mode="error": if another writer created the table
-    meanwhile, this fails and the step is retried as a merge. ``sliced``: files of one key
-    range each (see KEY_SLICE_BOUNDS), in two commits; a crash between them leaves a
-    table the re-run merges the rest into."""
-    if sliced:
-        return _create_sliced(uri, lambda sl: frame.filter(sl.expr()), frame.head(0), storage_options)
+def _create(uri: str, frame: pl.DataFrame, storage_options: dict[str, str] | None) -> MergeOutcome:
+    """Create the table with ``frame``, in one commit. mode="error": if another writer
+    created the table meanwhile, this fails and the step is retried as a merge."""
     write_deltalake(uri, frame.to_arrow(), mode="error", storage_options=storage_options)
     return MergeOutcome(uri, 0, inserted=frame.height, created=True, committed=True)
 
@@ -308,9 +303,10 @@ def _arrival_sorted(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _create_sliced(uri: str, rows_in: Callable[[KeySlice], pl.DataFrame], empty: pl.DataFrame,
                    storage_options: dict[str, str] | None) -> MergeOutcome:
-    """Create the table so that each file holds one key range, in two commits: the first
-    slice with rows creates it (mode="error": losing a creation race fails it and the
-    caller retries as a merge), the other slices' files follow in one append.
+    """Create the table so that each file holds one key range (see KEY_SLICE_BOUNDS), in
+    two commits: the first slice with rows creates it (mode="error": losing a creation
+    race fails it and the caller retries as a merge), the other slices' files follow in
+    one append; a crash between them leaves a table the re-run merges the rest into.
 
     ``rows_in(slice)`` gives a slice's rows; they are built and written one slice at a
     time (all 16 at once, next to the batch they came from, were the memory peak of a
@@ -594,7 +590,8 @@ def merge_submissions(
 
     def step() -> MergeOutcome:
         if not table_exists(uri, storage_options):
-            return _create(uri, submissions, storage_options, sliced=True)
+            return _create_sliced(uri, lambda sl: submissions.filter(sl.expr()), submissions.head(0),
+                                  storage_options)
         if submissions.height == 0:
             return MergeOutcome(uri, table_version(uri, storage_options))
         table = _scan(uri, storage_options)
