@@ -358,38 +358,123 @@ def short_path(filename: str) -> str:
     return filename.split("site-packages/")[-1].split(str(PROJECT_DIR) + "/")[-1]
 
 
-def profile_call(fn: Callable[[], object], *, top: int = 12) -> tuple[object, str]:
-    """Run `fn` under cProfile (py-spy and pyinstrument are not installed here); return its
-    result and a summary: the project's functions by cumulative time, then the functions
-    (anyone's) with the most self time, which says whose code the time is spent in."""
-    import cProfile
-    import pstats
+OWN_CODE = str(PROJECT_DIR / "school_equity") + os.sep  # the project's package, not its tests or bench
 
-    prof = cProfile.Profile()
-    prof.enable()
+
+@dataclass(frozen=True)
+class _Site:
+    """One frame of a pyinstrument sample: a function, its file and the line running."""
+
+    function: str
+    path: str
+    line: int
+
+    @classmethod
+    def parse(cls, frame_info: str) -> _Site:
+        # "function\x00path\x00first line" then "\x01"-separated attributes, "l<line>" the current one
+        ident, _, attrs = frame_info.partition("\x01")
+        function, path, *_ = (ident.split("\x00") + ["", ""])[:3]
+        line = next((int(a[1:]) for a in attrs.split("\x01") if a[:1] == "l" and a[1:].isdigit()), 0)
+        return cls(function, path, line)
+
+    @property
+    def own(self) -> bool:
+        return self.path.startswith(OWN_CODE)
+
+    @property
+    def name(self) -> str:
+        return self.function if self.path.startswith("<") else f"{short_path(self.path)}:{self.function}"
+
+
+@dataclass
+class Samples:
+    """A pyinstrument session as (stack, seconds) samples, outermost frame first."""
+
+    stacks: list[tuple[list[_Site], float]]
+    total: float
+
+    @classmethod
+    def of(cls, session) -> Samples:
+        stacks = [([_Site.parse(f) for f in frames if "<thread>" not in f], t) for frames, t in session.frame_records]
+        return cls(stacks, max(sum(t for _, t in stacks), 1e-9))
+
+    def cumulative(self, keep: Callable[[_Site], bool]) -> list[tuple[str, float]]:
+        """Seconds under each kept function (counted once a sample, however deep it recurses)."""
+        acc: dict[str, float] = {}
+        for stack, t in self.stacks:
+            for name in {s.name for s in stack if keep(s)}:
+                acc[name] = acc.get(name, 0.0) + t
+        return sorted(acc.items(), key=lambda kv: -kv[1])
+
+    def leaves(self) -> list[tuple[str, float]]:
+        """Seconds each function was the innermost frame: whose code the time is spent in."""
+        acc: dict[str, float] = {}
+        for stack, t in self.stacks:
+            if stack:
+                acc[stack[-1].name] = acc.get(stack[-1].name, 0.0) + t
+        return sorted(acc.items(), key=lambda kv: -kv[1])
+
+    def own_lines(self) -> list[tuple[str, float, str]]:
+        """Seconds at each line of the project that was the innermost project frame, with
+        the call below it that took most of that time (a polars query, a client poll)."""
+        acc: dict[str, float] = {}
+        below: dict[str, dict[str, float]] = {}
+        for stack, t in self.stacks:
+            depth = next((i for i in range(len(stack) - 1, -1, -1) if stack[i].own), None)
+            if depth is None:
+                continue
+            site = stack[depth]
+            key = f"{short_path(site.path)}:{site.line} ({site.function})"
+            acc[key] = acc.get(key, 0.0) + t
+            leaf = stack[-1].name if depth < len(stack) - 1 else "its own code"
+            calls = below.setdefault(key, {})
+            calls[leaf] = calls.get(leaf, 0.0) + t
+        rows = []
+        for key, t in sorted(acc.items(), key=lambda kv: -kv[1]):
+            leaf, lt = max(below[key].items(), key=lambda kv: kv[1])
+            rows.append((key, t, f"{leaf} {lt:.2f}s"))
+        return rows
+
+
+def sample_call(fn: Callable[[], object], *, interval: float = 0.001) -> tuple[object, Samples]:
+    """Run `fn` under pyinstrument, a sampling profiler of the calling thread's wall time
+    (every `interval` s): unlike cProfile it adds no cost per call, so pure-Python code
+    (a Kafka client's record decoding) keeps its true share. Time in native code (a polars
+    query, delta-rs) shows as the Python call that entered it."""
+    from pyinstrument import Profiler
+
+    prof = Profiler(interval=interval)
+    prof.start()
     try:
         result = fn()
     finally:
-        prof.disable()
-    stats = pstats.Stats(prof)
-    total = max(stats.total_tt, 1e-9)
+        session = prof.stop()
+    return result, Samples.of(session)
 
-    def where(filename: str, func: str) -> str:
-        short = short_path(filename)
-        return f"{short}:{func}" if not short.startswith("~") else func
 
-    own, selfs = [], []
-    for (filename, _line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():
-        if "school_equity/" in filename and "/site-packages/" not in filename:
-            own.append((ct, f"{where(filename, func)} {ct:.2f}s cum ({nc} calls)"))
-        selfs.append((tt, f"{where(filename, func)} {tt:.2f}s self ({100 * tt / total:.0f}%)"))
-    own.sort(key=lambda r: -r[0])
-    selfs.sort(key=lambda r: -r[0])
+def profile_call(fn: Callable[[], object], *, top: int = 12) -> tuple[object, str]:
+    """Run `fn` under the sampling profiler; return its result and a summary: the project's
+    functions by cumulative time, the project's lines where the time is spent (with the
+    call beneath each), then the functions (anyone's) that were running, which says whose
+    code the time is spent in."""
+    result, samples = sample_call(fn)
+    total = samples.total
+
+    def pct(t: float) -> str:
+        return f"{100 * t / total:.0f}%"
+
+    own = samples.cumulative(lambda s: s.own)
+    lines = samples.own_lines()
+    leaves = samples.leaves()
     text = (
-        f"profiled total {total:.2f}s (cProfile inflates pure-Python code). Project functions, cumulative: "
-        + "; ".join(r[1] for r in own[:top])
-        + ". Most self time: "
-        + "; ".join(r[1] for r in selfs[:top])
+        f"sampled wall time {total:.2f}s (pyinstrument, 1 ms samples; native code counts under the Python "
+        "call that entered it). Project functions, cumulative: "
+        + "; ".join(f"{n} {t:.2f}s ({pct(t)})" for n, t in own[:top])
+        + ". Project lines where the time is spent (innermost project frame, and the call under it that took "
+        "most of that line's time): "
+        + "; ".join(f"{n} {t:.2f}s ({pct(t)}; {leaf})" for n, t, leaf in lines[:top])
+        + ". Running (innermost frame, anyone's code): "
+        + "; ".join(f"{n} {t:.2f}s ({pct(t)})" for n, t in leaves[:top])
         + "."
     )
     return result, text

@@ -3,6 +3,7 @@ not rot between full runs. No timed assertions: only counts, parity and bookkeep
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -61,6 +62,10 @@ def test_silver_merge_without_spark_counts_the_batch():
     assert sec.figures[0].target == ">= 250k rows/s"
     # a small batch misses the target, so the merge is profiled, the files it rewrote included
     assert any(n.startswith("Existing data files the merge rewrote") for n in sec.notes)
+    (profile,) = [n for n in sec.notes if n.startswith("Profile of one project merge")]
+    assert "pyinstrument" in profile and "school_equity/silver/merge.py:merge_batch" in profile
+    # the lines of the project where the merge spends its time, each with the call beneath it
+    assert re.search(r"school_equity/silver/merge\.py:\d+ \(\w+\) \d+\.\d\ds \(\d+%; ", profile)
     # the decode floor ran as a case of its own, and every stage's CPU time is reported
     assert len(sec.raw["seconds"][silver_merge.DECODE_FLOOR]) == 1
     assert any(f.name.startswith("merge vs the decode floor") for f in sec.figures)
@@ -106,6 +111,11 @@ def test_sensor_tick_bench_on_a_small_ledger(monkeypatch):
     cases = sec.raw["seconds"]
     assert all(len(v) == 2 for v in cases.values())
     assert any(f.target == "<= 250 ms" for f in sec.figures)
+    (profile,) = [n for n in sec.notes if n.startswith("Profile of")]
+    # the tick holds (nearly) all the profiled time; the sensor's evaluation is a part of it
+    share = {n: int(pct) for n, pct in re.findall(r"([\w/.]+:\w+) (\d+)%", profile)}
+    assert share["school_equity/pipeline.py:tick"] >= 90
+    assert 0 < share["school_equity/kafka/sensor.py:evaluate"] < share["school_equity/pipeline.py:tick"]
 
 
 def test_import_helpers_run_in_a_fresh_interpreter(tmp_path):
@@ -179,3 +189,31 @@ def test_profiles_name_files_without_this_machines_paths():
     names = [common.short_path(m.__file__) for m in (json.decoder, dagster, school_equity.lake)]
     assert names == ["stdlib/json/decoder.py", "dagster/__init__.py", "school_equity/lake.py"]
     assert not any(sysconfig.get_paths()["stdlib"] in n or str(common.PROJECT_DIR) in n for n in names)
+
+
+def _spin(seconds: float) -> int:
+    n = 0
+    end = common.time.perf_counter() + seconds
+    while common.time.perf_counter() < end:
+        n += 1
+    return n
+
+
+def test_sampling_profile_splits_the_time_between_callers_and_running_code():
+    def work() -> str:
+        _spin(0.15)
+        common.time.sleep(0.15)
+        return "done"
+
+    result, samples = common.sample_call(work)
+    assert result == "done"
+    here = common.short_path(__file__)
+    cumulative = dict(samples.cumulative(lambda s: s.path == __file__))
+    assert cumulative[f"{here}:work"] >= 0.25
+    # the spin and the sleep each hold about half the time, counted where they ran
+    running = dict(samples.leaves())
+    assert running[f"{here}:_spin"] / samples.total > 0.25
+    assert running["sleep"] / samples.total > 0.25
+    # test code is not the project's own: only the school_equity package is
+    assert samples.own_lines() == []
+    assert not any(str(common.PROJECT_DIR) in n for n in cumulative)
