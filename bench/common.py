@@ -437,10 +437,11 @@ class Samples:
 
 
 def sample_call(fn: Callable[[], object], *, interval: float = 0.001) -> tuple[object, Samples]:
-    """Run `fn` under pyinstrument, a sampling profiler of the calling thread's wall time
-    (every `interval` s): unlike cProfile it adds no cost per call, so pure-Python code
-    (a Kafka client's record decoding) keeps its true share. Time in native code (a polars
-    query, delta-rs) shows as the Python call that entered it."""
+    """Run `fn` under pyinstrument, a sampling profiler of the calling thread's wall time:
+    it records where the stack is every `interval` s instead of timing every call, so code
+    made of many small Python calls (a Kafka client's record decoding) is not inflated the
+    way cProfile inflates it (its hook still costs a little on each call, evenly). Time in
+    native code (a polars query, delta-rs) shows as the Python call that entered it."""
     from pyinstrument import Profiler
 
     prof = Profiler(interval=interval)
