@@ -438,10 +438,11 @@ class Samples:
 
 def sample_call(fn: Callable[[], object], *, interval: float = 0.001) -> tuple[object, Samples]:
     """Run `fn` under pyinstrument, a sampling profiler of the calling thread's wall time:
-    it records where the stack is every `interval` s instead of timing every call, so code
-    made of many small Python calls (a Kafka client's record decoding) is not inflated the
-    way cProfile inflates it (its hook still costs a little on each call, evenly). Time in
-    native code (a polars query, delta-rs) shows as the Python call that entered it."""
+    every `interval` s it records the stack with the line each frame is at, so a profile
+    can say which line of the project the time goes to. Time in native code (a polars
+    query, delta-rs) shows as the Python call that entered it. Its hook runs on every
+    Python call, so code made of many small calls runs slower under it, as under cProfile
+    (a 1M-event landing: 67 s profiled against 26 s): read the shares, not the seconds."""
     from pyinstrument import Profiler
 
     prof = Profiler(interval=interval)
