@@ -377,6 +377,15 @@ class _Site:
         line = next((int(a[1:]) for a in attrs.split("\x01") if a[:1] == "l" and a[1:].isdigit()), 0)
         return cls(function, path, line)
 
+    @classmethod
+    def parse_spy(cls, frame: str) -> _Site:
+        # "function (path:line)"; py-spy gives paths under a sys.path entry relative to it
+        function, _, where = frame.rpartition(" (")
+        path, _, line = where.rstrip(")").rpartition(":")
+        if path.startswith("school_equity/"):
+            path = str(PROJECT_DIR / path)
+        return cls(function or frame, path, int(line) if line.isdigit() else 0)
+
     @property
     def own(self) -> bool:
         return self.path.startswith(OWN_CODE)
@@ -396,6 +405,20 @@ class Samples:
     @classmethod
     def of(cls, session) -> Samples:
         stacks = [([_Site.parse(f) for f in frames if "<thread>" not in f], t) for frames, t in session.frame_records]
+        return cls(stacks, max(sum(t for _, t in stacks), 1e-9))
+
+    @classmethod
+    def of_spy(cls, raw: str, thread: int, rate: int) -> Samples:
+        """py-spy's raw output ("thread (id): name;frame;...;frame count" a line), the
+        samples of one thread (its native id)."""
+        head = f"thread ({thread}): "
+        stacks = []
+        for line in raw.splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack.startswith(head) or not count.isdigit():
+                continue
+            frames = stack[len(head):].split(";")[1:]  # the first is the thread's name
+            stacks.append(([_Site.parse_spy(f) for f in frames], int(count) / rate))
         return cls(stacks, max(sum(t for _, t in stacks), 1e-9))
 
     def cumulative(self, keep: Callable[[_Site], bool]) -> list[tuple[str, float]]:
@@ -454,12 +477,74 @@ def sample_call(fn: Callable[[], object], *, interval: float = 0.001) -> tuple[o
     return result, Samples.of(session)
 
 
-def profile_call(fn: Callable[[], object], *, top: int = 12) -> tuple[object, str]:
-    """Run `fn` under the sampling profiler; return its result and a summary: the project's
+class SpyUnavailable(RuntimeError):
+    """py-spy cannot sample this process here (not installed, or ptrace not permitted)."""
+
+
+def spy_call(fn: Callable[[], object], *, rate: int = 200) -> tuple[object, Samples]:
+    """Run `fn` while py-spy samples this process's main thread from outside, `rate` times
+    a second, idle waits included: nothing runs in the process, so pure-Python code (a
+    Kafka client's record decoding) runs at full speed and keeps its true share. Native
+    code shows as the Python frame that called it. Raises SpyUnavailable, before running
+    `fn`, when py-spy cannot attach."""
+    import signal
+    import sys
+    import threading
+
+    exe = Path(sys.executable).with_name("py-spy")
+    if not exe.exists():
+        raise SpyUnavailable("py-spy is not installed in this environment")
+    with tempfile.TemporaryDirectory(prefix="bench-spy-") as tmp:
+        out = Path(tmp) / "stacks.txt"
+        spy = subprocess.Popen(
+            [str(exe), "record", "--pid", str(os.getpid()), "--rate", str(rate), "--format", "raw",
+             "--output", str(out), "--idle", "--threads"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            # shells here start background jobs with SIGINT ignored; py-spy stops on it
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        assert spy.stdout is not None
+        first = spy.stdout.readline()  # "Sampling process ..." once attached, else the error
+        if "Sampling process" not in first:
+            rest = spy.communicate(timeout=60)[0]
+            raise SpyUnavailable("py-spy could not attach: " + " ".join((first + rest).split())[:200])
+        # drain its output while it samples, so a full pipe never stalls it
+        drain = threading.Thread(target=spy.stdout.read, daemon=True)
+        drain.start()
+        try:
+            result = fn()
+        finally:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=120)
+            drain.join(timeout=10)
+        raw = out.read_text() if out.exists() else ""
+    return result, Samples.of_spy(raw, threading.main_thread().native_id, rate)
+
+
+def profile_call(fn: Callable[[], object], *, top: int = 12, pure_python: bool = False) -> tuple[object, str]:
+    """Run `fn` under a sampling profiler; return its result and a summary: the project's
     functions by cumulative time, the project's lines where the time is spent (with the
     call beneath each), then the functions (anyone's) that were running, which says whose
-    code the time is spent in."""
+    code the time is spent in. ``pure_python``: code whose time is in Python calls (a Kafka
+    client) is sampled by py-spy from outside, so it is not slowed; elsewhere (and where
+    py-spy cannot attach) pyinstrument samples it in-process, with the calls into native
+    code (polars, delta-rs) named."""
+    if pure_python:
+        try:
+            result, samples = spy_call(fn)
+            return result, summarize(samples, "py-spy, 200 samples a second from outside the process, waits "
+                                              "included; native code counts under the Python frame that called it")
+        except SpyUnavailable as e:
+            why = f"; {e}, so it ran in-process"
+    else:
+        why = ""
     result, samples = sample_call(fn)
+    return result, summarize(samples, "pyinstrument, 1 ms samples; native code counts under the Python call that "
+                                      "entered it; its hook slows call-heavy Python code: read the shares" + why)
+
+
+def summarize(samples: Samples, header: str, *, top: int = 12) -> str:
+    """The three views of `samples` that profile_call writes beside a missed target."""
     total = samples.total
 
     def pct(t: float) -> str:
@@ -468,9 +553,8 @@ def profile_call(fn: Callable[[], object], *, top: int = 12) -> tuple[object, st
     own = samples.cumulative(lambda s: s.own)
     lines = samples.own_lines()
     leaves = samples.leaves()
-    text = (
-        f"sampled wall time {total:.2f}s (pyinstrument, 1 ms samples; native code counts under the Python "
-        "call that entered it). Project functions, cumulative: "
+    return (
+        f"sampled wall time {total:.2f}s ({header}). Project functions, cumulative: "
         + "; ".join(f"{n} {t:.2f}s ({pct(t)})" for n, t in own[:top])
         + ". Project lines where the time is spent (innermost project frame, and the call under it that took "
         "most of that line's time): "
@@ -479,4 +563,3 @@ def profile_call(fn: Callable[[], object], *, top: int = 12) -> tuple[object, st
         + "; ".join(f"{n} {t:.2f}s ({pct(t)})" for n, t in leaves[:top])
         + "."
     )
-    return result, text

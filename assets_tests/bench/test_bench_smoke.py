@@ -50,6 +50,11 @@ def test_kafka_bronze_every_reader_reads_exactly_the_topic():
         "(c) naive json.loads + rows + one Parquet write"}
     targets = {f.target for f in sec.figures if f.target}
     assert targets == {">= 0.8x", ">= 5x"}
+    # 1,500 events miss 5x the naive consumer, so one landing is profiled: by py-spy from
+    # outside where it can attach, else in-process, saying why
+    (profile,) = [n for n in sec.notes if n.startswith("Profile of one landing")]
+    assert "school_equity/bronze/landing.py:land_batch" in profile
+    assert "(py-spy, 200 samples a second" in profile or "so it ran in-process" in profile
 
 
 def test_silver_merge_without_spark_counts_the_batch():
@@ -217,3 +222,39 @@ def test_sampling_profile_splits_the_time_between_callers_and_running_code():
     # test code is not the project's own: only the school_equity package is
     assert samples.own_lines() == []
     assert not any(str(common.PROJECT_DIR) in n for n in cumulative)
+
+
+def test_out_of_process_sampling_counts_running_and_waiting_time_of_the_main_thread():
+    def work() -> str:
+        _spin(0.3)
+        common.time.sleep(0.3)
+        return "done"
+
+    try:
+        result, samples = common.spy_call(work)
+    except common.SpyUnavailable as e:
+        pytest.skip(f"py-spy cannot sample this process here: {e}")
+    assert result == "done"
+    assert 0.4 < samples.total < 2.0
+    # py-spy names functions by their qualified name (test_....<locals>.work)
+    running = {name.rpartition(":")[2].rpartition(".")[2]: t for name, t in samples.leaves()}
+    # the spin runs in _spin; the sleep (native, and idle) counts in the frame that called it
+    assert running["_spin"] / samples.total > 0.25
+    assert running["work"] / samples.total > 0.25
+    assert samples.own_lines() == []  # test code is not the project's
+
+
+def test_a_profile_falls_back_to_in_process_sampling_and_says_why(monkeypatch):
+    def unavailable(fn, **_):
+        raise common.SpyUnavailable("py-spy could not attach: ptrace not permitted")
+
+    monkeypatch.setattr(common, "spy_call", unavailable)
+    runs = []
+
+    def work() -> int:
+        runs.append(1)
+        return _spin(0.1)
+
+    result, text = common.profile_call(work, pure_python=True)
+    assert result > 0 and runs == [1]  # profiled once, in-process
+    assert "pyinstrument" in text and "ptrace not permitted, so it ran in-process" in text
