@@ -9,6 +9,7 @@ repetition (the order rotates too), and reports medians and their ratios.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import statistics
@@ -347,9 +348,11 @@ def fmt_num(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
 
 
+@functools.cache
 def short_path(filename: str) -> str:
     """A source path without this machine's prefixes (site-packages, the project, the
-    interpreter's standard library), for profiles written into committed results."""
+    interpreter's standard library), for profiles written into committed results.
+    Cached: a profile names the same few hundred files in every one of its samples."""
     import sysconfig
 
     stdlib = sysconfig.get_paths()["stdlib"].rstrip("/") + "/"
@@ -400,12 +403,15 @@ class Samples:
     """A pyinstrument session as (stack, seconds) samples, outermost frame first."""
 
     stacks: list[tuple[list[_Site], float]]
-    total: float
+
+    @property
+    def total(self) -> float:
+        """Seconds sampled (never 0, as shares divide by it)."""
+        return max(sum(t for _, t in self.stacks), 1e-9)
 
     @classmethod
     def of(cls, session) -> Samples:
-        stacks = [([_Site.parse(f) for f in frames if "<thread>" not in f], t) for frames, t in session.frame_records]
-        return cls(stacks, max(sum(t for _, t in stacks), 1e-9))
+        return cls([([_Site.parse(f) for f in frames if "<thread>" not in f], t) for frames, t in session.frame_records])
 
     @classmethod
     def of_spy(cls, raw: str, thread: int, rate: int) -> Samples:
@@ -419,7 +425,7 @@ class Samples:
                 continue
             frames = stack[len(head):].split(";")[1:]  # the first is the thread's name
             stacks.append(([_Site.parse_spy(f) for f in frames], int(count) / rate))
-        return cls(stacks, max(sum(t for _, t in stacks), 1e-9))
+        return cls(stacks)
 
     def cumulative(self, keep: Callable[[_Site], bool]) -> list[tuple[str, float]]:
         """Seconds under each kept function (counted once a sample, however deep it recurses)."""
