@@ -46,7 +46,8 @@ def test_kafka_bronze_every_reader_reads_exactly_the_topic():
     sec = kafka_bronze.run(1500, reps=1, log=lambda _: None)
     assert sec.raw["events"] == 1500
     assert set(sec.raw["seconds"]) == {
-        "project landing (land_batch)", "(a) kafka-python raw range read", "(b) confluent-kafka consume",
+        "project landing (land_batch)", "(a) kafka-python raw range read",
+        "(a') kafka-python raw range read, collector paused", "(b) confluent-kafka consume",
         "(c) naive json.loads + rows + one Parquet write"}
     targets = {f.target for f in sec.figures if f.target}
     assert targets == {">= 0.8x", ">= 5x"}
