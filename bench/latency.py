@@ -27,7 +27,7 @@ STREAM_JOB = "survey_batch_job"
 WARMUP_BATCHES = 2
 RATE_PER_S = 200  # a busy hour of the survey window (the 2019 survey: ~1M responses over ~10 weeks)
 
-# What a latency-sensitive deployment sets (school_equity/definitions.py reads them):
+# What a latency-sensitive deployment sets (school_equity/location.py reads them):
 # the sensor looks every 5 s and cuts a batch of whatever arrived, but at most one per
 # 15 s so that a batch run (three steps, ~3 s of process start each, dbt's start) keeps up.
 LATENCY_ENV = {

@@ -53,15 +53,17 @@ print(json.dumps({"import_s": t_import, "repo_s": t_repo, "third_party": third})
 """
 
 _IMPORT_LIBS = """
-import time, json, importlib, sys
+import time, json, importlib, sys, gc
 mods = json.loads(sys.argv[1])
+if len(sys.argv) > 2 and sys.argv[2] == "paused":
+    gc.disable()
 t = time.perf_counter()
 for m in mods:
     try:
         importlib.import_module(m)
     except Exception:
         pass
-print(json.dumps({"import_s": time.perf_counter() - t}))
+print(json.dumps({"import_s": time.perf_counter() - t, "collector_on": gc.isenabled()}))
 """
 
 
@@ -124,6 +126,7 @@ def import_profile(env: dict, top: int = 12) -> list[tuple[str, float]]:
 
 DEFS_CACHED = "import school_equity.definitions (as installed: bytecode from make setup)"
 LIBS_CACHED = "import the same third-party packages only (as installed)"
+LIBS_PAUSED = "import the same third-party packages only, cyclic collector paused (as installed)"
 DEFS_COLD = "import school_equity.definitions (no bytecode: every module compiled from source)"
 
 
@@ -148,15 +151,21 @@ def run_load(reps: int, log=print) -> Section:
 
         times = interleave({DEFS_CACHED: defs_case(cached),
                             LIBS_CACHED: lambda: _py(_IMPORT_LIBS, cached, libs)["import_s"],
+                            LIBS_PAUSED: lambda: _py(_IMPORT_LIBS, cached, libs, "paused")["import_s"],
                             DEFS_COLD: defs_case(uncached)}, reps, log=log)
         profile = import_profile(cached)
     d = median(times[DEFS_CACHED])
     floor = median(times[LIBS_CACHED])
+    floor_paused = median(times[LIBS_PAUSED])
     cold = median(times[DEFS_COLD])
     m = "4. Load + tick"
     sec.figures += [
         Figure(m, "cold import of school_equity.definitions, as installed (bytecode compiled by make setup)",
                d, "s", f"the same libraries alone {floor:.2f} s", d / floor, "<= 5 s", d <= 5.0),
+        Figure(m, "cold import vs the same libraries alone with the cyclic collector paused", d, "s",
+               f"the same libraries alone, paused, {floor_paused:.2f} s", d / floor_paused,
+               note="information: school_equity.definitions loads with the collector paused "
+               "(school_equity.collector); the libraries alone import with it on, as any import does"),
         Figure(m, "cold import of school_equity.definitions, no bytecode at all (information)", cold, "s",
                f"as installed {d:.2f} s", cold / d),
         Figure(m, "resolving the repository after import (defs.get_repository_def())", median(repo_s), "s",
@@ -168,8 +177,8 @@ def run_load(reps: int, log=print) -> Section:
         f"the venv's packages (`uv pip sync --compile-bytecode`, as pip does by default) and the "
         f"project's package (`compileall`); bytecode present in this venv: {bytecode}. Without it every "
         f"process (the code server, each run worker, each dbt process) compiles ~2,000 modules from "
-        f"source. The project's own share of the import (as installed): {d - floor:.2f} s of {d:.2f} s; "
-        f"the rest is its third-party packages: {', '.join(first['third_party'])}.")
+        f"source. The import less the libraries alone with the collector paused as it is for the "
+        f"definitions (as installed): {d - floor_paused:.2f} s of {d:.2f} s; the rest is its third-party packages: {', '.join(first['third_party'])}.")
     sec.notes.append("Slowest imports, as installed (`python -X importtime`, cumulative): " + "; ".join(
         f"{name} {s:.2f}s" for name, s in profile))
     sec.raw = {"seconds": times, "repo_s": repo_s, "importtime": profile, "bytecode": bytecode}
@@ -241,10 +250,10 @@ def run_tick(reps: int, log=print) -> Section:
 
 def _tick_cases(dg, tmp, broker, topic, lake, ids, reps) -> Section:
     from bench.common import load_topic, read_stream, stream_file
-    from school_equity.definitions import build_definitions
     from school_equity.kafka.client import make_consumer, read_log_offsets
     from school_equity.kafka.ledger import rebuild_cursor
     from school_equity.kafka.partitions import SURVEY_BATCHES
+    from school_equity.location import build_definitions
     from school_equity.pipeline import tick
     from school_equity.resources.kafka import KafkaResource
     from school_equity.settings import load_settings

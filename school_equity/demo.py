@@ -78,7 +78,7 @@ def run_demo(args) -> int:
     try:
         os.environ.update(_demo_env(home, broker.bootstrap))
         from school_equity.cli import produce_events
-        from school_equity.definitions import build_definitions
+        from school_equity.location import build_definitions
         from school_equity.pipeline import build_batch_sources, build_unpartitioned_gold, drain_stream
         from school_equity.settings import load_settings
 

@@ -93,7 +93,7 @@ def build_batch_sources(defs: dg.Definitions, instance: dg.DagsterInstance) -> d
 
 
 def build_unpartitioned_gold(defs: dg.Definitions, instance: dg.DagsterInstance):
-    from school_equity.definitions import GOLD_MARTS_JOB
+    from school_equity.location import GOLD_MARTS_JOB
 
     result = defs.resolve_job_def(GOLD_MARTS_JOB).execute_in_process(instance=instance, run_config=run_log_config())
     if not result.success:

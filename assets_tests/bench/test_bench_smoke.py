@@ -128,7 +128,9 @@ def test_import_helpers_run_in_a_fresh_interpreter(tmp_path):
     empty = tmp_path / "pycache"
     env = load_tick._isolated_env(tmp_path / "home", empty)
     out = load_tick._py(load_tick._IMPORT_LIBS, env, '["json", "no_such_module_here"]')
-    assert out["import_s"] >= 0
+    assert out["import_s"] >= 0 and out["collector_on"] is True
+    paused = load_tick._py(load_tick._IMPORT_LIBS, env, '["json"]', "paused")
+    assert paused["collector_on"] is False
     # nothing is written in either case; the no-bytecode case looks only in an empty directory
     assert env["PYTHONDONTWRITEBYTECODE"] == "1" and env["PYTHONPYCACHEPREFIX"] == str(empty)
     assert not any(empty.rglob("*.pyc"))

@@ -11,9 +11,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from school_equity.definitions import build_definitions
 from school_equity.kafka.producer import produce
 from school_equity.lake import Lake
+from school_equity.location import build_definitions
 from school_equity.pipeline import batch_keys, drain_stream, run_batch, tick
 from school_equity.settings import load_settings
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from school_equity.definitions import build_definitions
+from school_equity.location import build_definitions
 
 TOPIC = dg.AssetKey(["kafka", "survey_submissions"])
 

@@ -16,9 +16,9 @@ from kafka import TopicPartition
 from assets_tests.helpers import batch_keys, create_topic, drain, produce_raw, run_batch, tick
 from school_equity.bronze.landing import land_batch, read_manifest
 from school_equity.bronze.store import read_batch
-from school_equity.definitions import build_definitions
 from school_equity.kafka.ledger import StreamCursor
 from school_equity.lake import Lake
+from school_equity.location import build_definitions
 from school_equity.resources.kafka import KafkaResource
 
 pytestmark = pytest.mark.e2e

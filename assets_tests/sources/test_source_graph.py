@@ -1,4 +1,4 @@
-"""Shape of the sources' part of the asset graph: what definitions.py receives."""
+"""Shape of the sources' part of the asset graph: what location.py receives."""
 
 from __future__ import annotations
 

@@ -12,9 +12,8 @@ group offset, which the re-run fixes without rewriting the file.
 from __future__ import annotations
 
 import contextlib
-import gc
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from school_equity.bronze.store import BRONZE_SCHEMA, range_file
+from school_equity.collector import collector_paused
 from school_equity.kafka.client import commit_if_ahead, iter_ranges
 from school_equity.kafka.offsets import BatchManifest, OffsetRange
 from school_equity.lake import Lake
@@ -84,29 +84,6 @@ def records_to_arrow(msgs: list, batch_id: str, ingested_at: datetime) -> pa.Tab
     return pa.Table.from_arrays(cols, schema=BRONZE_SCHEMA)
 
 
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector for the block; restore its state after,
-    whatever happens in it.
-
-    A landing holds up to a chunk of decoded records per partition, several Python
-    objects each, so they outlive the young generations and every automatic collection
-    walks them again (and a full collection walks the whole process's heap): 1,871
-    young, 170 middle and 15 full collections in a 300k-event landing, which took
-    7.99 s with the collector on and 5.27 s with it paused (medians of 3, interleaved).
-    Nothing is lost by pausing it: records are freed by reference counting the moment
-    their chunk is written, and a whole landing leaves ~50 objects in reference cycles
-    (kafka-python's request futures) for the next collection. The pause is process-wide,
-    so it lasts one landing, not longer."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 # Dictionary encoding only where values repeat: tried on the payloads (all distinct) it
 # filled a dictionary page before falling back, 1.04 us a record to write and 9% larger
 # files; without it 0.87 us.
@@ -162,6 +139,8 @@ def land_ranges(
         else:
             todo.append(r)
     if todo:
+        # the records of a chunk outlive the collector's young generations: paused, it
+        # does not walk them again at every collection (school_equity.collector)
         with collector_paused(), contextlib.ExitStack() as stack:
             writers: dict[OffsetRange, pq.ParquetWriter] = {}
             rows = dict.fromkeys(todo, 0)

@@ -1,7 +1,7 @@
 """Public batch sources (CDC/ATSDR SVI, NYC School Survey results, NYC DOE school
 locations): Bronze landing and typed Silver Delta tables, partitioned by vintage.
 
-What definitions.py takes from here: ``SOURCE_ASSETS``, ``SOURCE_CHECKS``,
+What location.py takes from here: ``SOURCE_ASSETS``, ``SOURCE_CHECKS``,
 ``SOURCE_SENSORS``, ``SOURCE_JOBS`` and the ``public_sources`` resource
 (``public_sources_resource(settings)``), beside the shared ``lake`` resource.
 The headless demo calls ``add_shipped_vintages`` then ``materialize_shipped_vintages``.
