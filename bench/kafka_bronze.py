@@ -67,7 +67,7 @@ def kafka_python_raw(bootstrap: str, topic: str, ends: dict[int, int], *, collec
 
     from kafka import TopicPartition
 
-    from school_equity.bronze.landing import collector_paused as paused
+    from school_equity.collector import collector_paused as paused
     from school_equity.kafka.client import make_consumer
 
     consumer = make_consumer(bootstrap)  # the project's client settings: the same client, its best case

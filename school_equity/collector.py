@@ -25,9 +25,10 @@ def collector_paused() -> Iterator[None]:
       landing, 7.99 s with the collector on and 5.27 s with it paused; the landing leaves
       ~50 objects in cycles (kafka-python's request futures);
     - loading the code location (``school_equity.definitions``): importing dagster,
-      dagster-dbt, dbt-core, polars and the rest builds their module objects, ~1 s of
-      a ~5 s load went to collections walking them; the load leaves ~3,400 objects in
-      cycles, with no change in resident memory.
+      dagster-dbt, dbt-core, polars and the rest builds ~360k long-lived objects, and
+      868 collections walked them as they grew: 4.49 s with the collector on, 3.65 s
+      with it paused; the load leaves ~3,400 objects in cycles, with no change in
+      resident memory.
     """
     was_enabled = gc.isenabled()
     gc.disable()
