@@ -400,7 +400,8 @@ class _Site:
 
 @dataclass
 class Samples:
-    """A pyinstrument session as (stack, seconds) samples, outermost frame first."""
+    """A profile as (stack, seconds) samples, outermost frame first: from a pyinstrument
+    session (`of`) or py-spy's raw output (`of_spy`)."""
 
     stacks: list[tuple[list[_Site], float]]
 
@@ -487,7 +488,10 @@ class SpyUnavailable(RuntimeError):
     """py-spy cannot sample this process here (not installed, or ptrace not permitted)."""
 
 
-def spy_call(fn: Callable[[], object], *, rate: int = 200) -> tuple[object, Samples]:
+SPY_RATE = 200  # py-spy samples a second
+
+
+def spy_call(fn: Callable[[], object], *, rate: int = SPY_RATE) -> tuple[object, Samples]:
     """Run `fn` while py-spy samples this process's main thread from outside, `rate` times
     a second, idle waits included: nothing runs in the process, so pure-Python code (a
     Kafka client's record decoding) runs at full speed and keeps its true share. Native
@@ -538,15 +542,17 @@ def profile_call(fn: Callable[[], object], *, top: int = 12, pure_python: bool =
     if pure_python:
         try:
             result, samples = spy_call(fn)
-            return result, summarize(samples, "py-spy, 200 samples a second from outside the process, waits "
-                                              "included; native code counts under the Python frame that called it")
+            return result, summarize(samples, f"py-spy, {SPY_RATE} samples a second from outside the process, "
+                                              "waits included; native code counts under the Python frame that "
+                                              "called it", top=top)
         except SpyUnavailable as e:
             why = f"; {e}, so it ran in-process"
     else:
         why = ""
     result, samples = sample_call(fn)
     return result, summarize(samples, "pyinstrument, 1 ms samples; native code counts under the Python call that "
-                                      "entered it; its hook slows call-heavy Python code: read the shares" + why)
+                                      "entered it; its hook slows call-heavy Python code: read the shares" + why,
+                             top=top)
 
 
 def summarize(samples: Samples, header: str, *, top: int = 12) -> str:
