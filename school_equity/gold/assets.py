@@ -35,7 +35,9 @@ from dagster_dbt import (
 )
 from dagster_dbt.core.dbt_event_iterator import DbtEventIterator
 from packaging.version import Version
+from pydantic import PrivateAttr
 
+from school_equity.gold import warm_dbt
 from school_equity.gold.project import dbt_project
 from school_equity.gold.window import batch_window_env, batch_window_vars
 from school_equity.kafka.partitions import survey_batches
@@ -59,6 +61,9 @@ GOLD_RESOURCE_TYPES = frozenset({"model", "seed", "snapshot"})
 # each op (the logs of the latest builds) and removes the rest after each build.
 DBT_TARGETS_KEEP = 20
 DBT_TARGETS_KEEP_ENV = "SCHOOL_EQUITY_DBT_TARGETS_KEEP"
+# 0 turns off the dbt process each run starts ahead of its first build (warm_dbt.py):
+# ~110 MiB held from the run's start until that build, against ~2.5 s of dbt's import
+DBT_PREWARM_ENV = "SCHOOL_EQUITY_DBT_PREWARM"
 # a folder touched this recently is never removed, whatever its rank (an invocation outside
 # the warehouse pool, e.g. a `dg.materialize` in a notebook, may still be writing it)
 TARGET_MIN_AGE_S = 600.0
@@ -107,6 +112,12 @@ class GoldDbtResource(DbtCliResource):
     warehouse_path: str
     # dbt target folders of finished invocations kept per op (see DBT_TARGETS_KEEP)
     targets_keep: int = DBT_TARGETS_KEEP
+    # start a dbt process with dbt imported when the run sets up its resources, for the
+    # run's first build to take over (school_equity/gold/warm_dbt.py); needs dbt_executable
+    # to be the school-equity-dbt launcher, which runs dbt itself when there is none
+    prewarm: bool = True
+
+    _warm: Any = PrivateAttr(default=None)
 
     @property
     def _cli_version(self) -> Version:
@@ -156,13 +167,32 @@ class GoldDbtResource(DbtCliResource):
         if self.target in (None, "local"):
             # DuckDB creates the file, not its folder (a fresh SCHOOL_EQUITY_HOME).
             Path(self.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
+        if self.prewarm and Path(self.dbt_executable).name == warm_dbt.LAUNCHER:
+            # after the environment above: the warm process starts with it (the build's own
+            # environment replaces it when the build takes the process over)
+            self._warm = warm_dbt.start()
+            os.environ[warm_dbt.SOCKET_ENV] = self._warm.socket_path
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            if os.environ.get(warm_dbt.SOCKET_ENV) == warm.socket_path:
+                del os.environ[warm_dbt.SOCKET_ENV]
+            warm.stop()
+        super().teardown_after_execution(context)
 
 
 def dbt_executable() -> str:
     """The dbt next to this interpreter: `.venv/bin/dagster dev` runs without the venv on
     PATH, and a dbt found elsewhere on PATH could be another version or miss the adapters."""
-    beside = Path(sys.executable).parent / "dbt"
-    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
+    return warm_dbt.real_dbt()
+
+
+def prewarm_from_env() -> bool:
+    value = os.environ.get(DBT_PREWARM_ENV, "1").strip().lower()
+    if value not in ("0", "1", "true", "false"):
+        raise ValueError(f"{DBT_PREWARM_ENV}={value!r}: expected 1 or 0")
+    return value in ("1", "true")
 
 
 def dbt_resource(settings: Settings) -> GoldDbtResource:
@@ -177,9 +207,12 @@ def dbt_resource(settings: Settings) -> GoldDbtResource:
     keep = os.environ.get(DBT_TARGETS_KEEP_ENV, str(DBT_TARGETS_KEEP))
     if not keep.strip().isdigit() or int(keep) < 1:
         raise ValueError(f"{DBT_TARGETS_KEEP_ENV}={keep!r}: expected a whole number of dbt target folders, at least 1")
+    prewarm = prewarm_from_env()
+    launcher = warm_dbt.launcher() if prewarm else None
     return GoldDbtResource(
         project_dir=dbt_project,
-        dbt_executable=dbt_executable(),
+        dbt_executable=launcher or dbt_executable(),
+        prewarm=launcher is not None,
         target=settings.env,
         lake_root=settings.lake_root,
         warehouse_path=settings.warehouse_path,
