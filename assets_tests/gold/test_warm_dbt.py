@@ -110,6 +110,26 @@ def test_without_a_warm_process_the_launcher_runs_dbt_itself(gold_settings, inst
     with pytest.raises(ValueError, match="SCHOOL_EQUITY_DBT_PREWARM"):
         make_dbt_resource(gold_settings)
 
+    # a warm process that cannot be started (no temporary folder here) costs the run nothing
+    monkeypatch.setenv(DBT_PREWARM_ENV, "1")
+    monkeypatch.setattr(warm_dbt, "start", real_start)
+    monkeypatch.setattr(warm_dbt.tempfile, "tempdir", str(gold_settings.lake_root) + "/no/such/folder")
+    result = dg.materialize([gold_stream_models], instance=instance, partition_key=B1,
+                            resources={"dbt": make_dbt_resource(gold_settings)})
+    assert result.success
+    assert any("no warm dbt process for this run's builds" in (e.user_message or "")
+               for e in instance.all_logs(result.run_id))
+    assert warm_dbt.SOCKET_ENV not in os.environ
+
+
+def test_a_bad_idle_setting_is_named(monkeypatch):
+    for bad in ("soon", "0", "-5"):
+        monkeypatch.setenv(warm_dbt.IDLE_ENV, bad)
+        with pytest.raises(ValueError, match=f"SCHOOL_EQUITY_DBT_WARM_IDLE_S={bad!r}"):
+            warm_dbt.idle_from_env()
+    monkeypatch.setenv(warm_dbt.IDLE_ENV, "30")
+    assert warm_dbt.idle_from_env() == 30.0
+
 
 def _launch(args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
     launcher = warm_dbt.launcher()

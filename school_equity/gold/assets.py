@@ -170,8 +170,13 @@ class GoldDbtResource(DbtCliResource):
         if self.prewarm and Path(self.dbt_executable).name == warm_dbt.LAUNCHER:
             # after the environment above: the warm process starts with it (the build's own
             # environment replaces it when the build takes the process over)
-            self._warm = warm_dbt.start()
-            os.environ[warm_dbt.SOCKET_ENV] = self._warm.socket_path
+            idle_s = warm_dbt.idle_from_env()  # a bad setting fails the run, named
+            try:
+                self._warm = warm_dbt.start(idle_s)
+            except OSError as e:  # only time is lost: the launcher runs dbt itself
+                context.log.warning(f"no warm dbt process for this run's builds: {e}")
+            else:
+                os.environ[warm_dbt.SOCKET_ENV] = self._warm.socket_path
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         warm, self._warm = self._warm, None

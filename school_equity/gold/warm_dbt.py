@@ -225,6 +225,17 @@ def client_main() -> None:
 
 
 # -- the run's side: start and stop ---------------------------------------------------
+def idle_from_env() -> float:
+    raw = os.environ.get(IDLE_ENV, str(DEFAULT_IDLE_S))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"{IDLE_ENV}={raw!r}: expected the seconds a warm dbt process waits unused, above 0")
+    return value
+
+
 @dataclass
 class WarmDbt:
     process: subprocess.Popen
@@ -248,7 +259,7 @@ class WarmDbt:
 def start(idle_s: float | None = None) -> WarmDbt:
     """A warm dbt process for this run; its socket path goes in ``SOCKET_ENV``."""
     if idle_s is None:
-        idle_s = float(os.environ.get(IDLE_ENV, DEFAULT_IDLE_S))
+        idle_s = idle_from_env()
     folder = tempfile.mkdtemp(prefix="se-dbt-")  # private (0700), short enough for AF_UNIX
     env = {k: v for k, v in os.environ.items() if k != SOCKET_ENV}
     env["PYTHONUNBUFFERED"] = "1"  # as dagster-dbt runs dbt: its events stream as written
