@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": package_versions(),
         "revision": git_revision(),
         "command": command.strip(),
+        "settings": project_settings(os.environ),
         "load_before": load_average(),
     }
     sections: list[Section] = []
@@ -168,6 +170,14 @@ def _verdict(f: Figure) -> str:
     return "met" if f.passed else "**missed**"
 
 
+def project_settings(environ) -> dict[str, str]:
+    """The project's settings in the bench's environment (e.g. SCHOOL_EQUITY_DBT_PREWARM=0
+    for an A/B), which every benchmark's processes inherit. Paths are left out: they say
+    nothing about the run and would name this machine's folders."""
+    return {k: v for k, v in sorted(environ.items())
+            if k.startswith("SCHOOL_EQUITY_") and "/" not in v and os.sep not in v}
+
+
 def render(meta: dict, sections: list[Section], partial: bool = False) -> str:
     m = meta["machine"]
     lines = [
@@ -178,6 +188,8 @@ def render(meta: dict, sections: list[Section], partial: bool = False) -> str:
         "",
         f"- Date: {meta['date']}; revision {meta['revision']}; whole suite {meta['elapsed_s'] / 60:.1f} min",
         f"- Command: `{meta['command']}`",
+        "- Project settings in its environment: "
+        + (", ".join(f"`{k}={v}`" for k, v in meta.get("settings", {}).items()) or "none (the defaults)"),
         f"- Machine: {m['cores']} cores, {m['memory_gib']} GiB memory, {m['cpu_model']}; {m['os']}; "
         f"Python {m['python']}",
         "- Load average (1/5/15 min) before: "

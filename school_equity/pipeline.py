@@ -35,13 +35,21 @@ class StreamRun:
 
 
 def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None, resources: dict | None = None):
-    """One sensor evaluation, with its dynamic partition requests applied to the instance."""
+    """One sensor evaluation, with its dynamic partition requests applied to the instance.
+
+    As the daemon does it: only the resources the sensor asks for are built (the others,
+    e.g. Gold's dbt with its warm process, have no business in a tick), inside the
+    context's scope, so resources with a teardown are torn down after the tick."""
     sensor = defs.resolve_sensor_def(SENSOR_NAME)
-    ctx = dg.build_sensor_context(
-        instance=instance, instance_ref=instance.get_ref(), cursor=cursor, repository_def=defs.get_repository_def(),
-        resources={**(defs.resources or {}), **(resources or {})},
-    )
-    with dg.partition_loading_context(dynamic_partitions_store=instance):
+    available = {**(defs.resources or {}), **(resources or {})}
+    with (
+        dg.build_sensor_context(
+            instance=instance, instance_ref=instance.get_ref(), cursor=cursor,
+            repository_def=defs.get_repository_def(),
+            resources={k: v for k, v in available.items() if k in sensor.required_resource_keys},
+        ) as ctx,
+        dg.partition_loading_context(dynamic_partitions_store=instance),
+    ):
         data = sensor.evaluate_tick(ctx)
     for req in data.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))

@@ -178,6 +178,11 @@ def test_render_lists_every_figure_with_its_verdict():
     text = run.render(meta, secs)
     assert "| 1. x | fast thing | 1,234 events/s | base | 2.00x | >= 5x | **missed** |" in text
     assert "did not run" in text and "FAILED: boom" in text and "polars 2.1.0" in text
+    assert "Project settings in its environment: none (the defaults)" in text
+    meta["settings"] = run.project_settings({
+        "SCHOOL_EQUITY_DBT_PREWARM": "0", "SCHOOL_EQUITY_LAKE": "/somewhere/lake", "HOME": "x"})
+    assert meta["settings"] == {"SCHOOL_EQUITY_DBT_PREWARM": "0"}
+    assert "Project settings in its environment: `SCHOOL_EQUITY_DBT_PREWARM=0`" in run.render(meta, secs)
 
 
 def test_partial_runs_do_not_replace_the_committed_results():

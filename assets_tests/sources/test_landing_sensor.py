@@ -19,11 +19,13 @@ def tick(env, cursor):
     sensor = env.defs.resolve_sensor_def("source_landing_sensor")
     # instance_ref: without it the context has no partitions loader, and a run request for
     # a partition added in the same tick cannot be validated
-    context = dg.build_sensor_context(
+    # and, as the daemon, only the resources the sensor asks for, within the context's scope
+    resources = {k: v for k, v in env.defs.resources.items() if k in sensor.required_resource_keys}
+    with dg.build_sensor_context(
         instance=env.instance, instance_ref=env.instance.get_ref(), cursor=cursor,
-        repository_def=env.defs.get_repository_def(), resources=env.defs.resources,
-    )
-    data = sensor.evaluate_tick(context)
+        repository_def=env.defs.get_repository_def(), resources=resources,
+    ) as context:
+        data = sensor.evaluate_tick(context)
     for req in data.dynamic_partitions_requests or []:
         env.instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
     return data
