@@ -194,9 +194,10 @@ def dbt_executable() -> str:
 
 
 def prewarm_from_env() -> bool:
-    value = os.environ.get(DBT_PREWARM_ENV, "1").strip().lower()
+    raw = os.environ.get(DBT_PREWARM_ENV, "1")
+    value = raw.strip().lower()
     if value not in ("0", "1", "true", "false"):
-        raise ValueError(f"{DBT_PREWARM_ENV}={value!r}: expected 1 or 0")
+        raise ValueError(f"{DBT_PREWARM_ENV}={raw!r}: expected 1 or 0 (true or false)")
     return value in ("1", "true")
 
 
