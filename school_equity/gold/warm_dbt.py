@@ -172,9 +172,22 @@ def _bound(path: str) -> bool:
 
 
 def _hand_over(path: str, argv: list[str]) -> int | None:
-    """dbt's exit code from the warm process at ``path``; None when it never took over."""
+    """dbt's exit code from the warm process at ``path``; None when it never took over.
+
+    SIGINT and SIGTERM are forwarded from the moment the warm process is known: one that
+    comes before it took over ends this launcher too (no dbt is started after all)."""
     if not _bound(path):
         return None
+    pid: int | None = None
+    signals: list[int] = []
+
+    def forward(signum, _frame) -> None:
+        signals.append(signum)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
@@ -183,20 +196,16 @@ def _hand_over(path: str, argv: list[str]) -> int | None:
         socket.send_fds(sock, [_HEADER.pack(len(body))], [0, 1, 2])
         sock.sendall(body)
         sock.settimeout(ACK_TIMEOUT_S)
-        if sock.recv(1) != _ACK:
-            return None  # refused (another client got it) or gone before taking over
+        ack = sock.recv(1)
     except OSError:
+        ack = b""
+    if ack != _ACK:  # refused (another client got it), or gone before taking over
         sock.close()
+        if signals:
+            return 128 + signals[-1]
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         return None
-    forwarded: list[int] = []
-
-    def forward(signum, _frame) -> None:
-        forwarded.append(signum)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, forward)
     sock.settimeout(None)
     data = b""
     with contextlib.suppress(OSError):
@@ -208,8 +217,8 @@ def _hand_over(path: str, argv: list[str]) -> int | None:
     sock.close()
     if len(data) == _CODE.size:
         return _CODE.unpack(data)[0]
-    if forwarded:
-        return 128 + forwarded[-1]
+    if signals:
+        return 128 + signals[-1]
     print(f"{LAUNCHER}: the dbt process {pid} ended without an exit code", file=sys.stderr)
     return 2
 
