@@ -42,6 +42,7 @@ from pathlib import Path
 SOCKET_ENV = "SCHOOL_EQUITY_DBT_WARM_SOCKET"
 IDLE_ENV = "SCHOOL_EQUITY_DBT_WARM_IDLE_S"
 LAUNCHER = "school-equity-dbt"
+SOCKET_NAME = "dbt.sock"  # in the warm process's private folder
 DEFAULT_IDLE_S = 900.0
 BIND_WAIT_S = 10.0
 ACK_TIMEOUT_S = 120.0  # the warm process still importing dbt is the normal wait here
@@ -252,7 +253,7 @@ class WarmDbt:
 
     @property
     def socket_path(self) -> str:
-        return os.path.join(self.folder, "dbt.sock")
+        return os.path.join(self.folder, SOCKET_NAME)
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.process.poll() is None:
@@ -273,12 +274,11 @@ def start(idle_s: float | None = None) -> WarmDbt:
     env = {k: v for k, v in os.environ.items() if k != SOCKET_ENV}
     env["PYTHONUNBUFFERED"] = "1"  # as dagster-dbt runs dbt: its events stream as written
     process = subprocess.Popen(
-        [sys.executable, "-m", "school_equity.gold.warm_dbt", os.path.join(folder, "dbt.sock"), str(idle_s)],
+        [sys.executable, "-m", "school_equity.gold.warm_dbt", os.path.join(folder, SOCKET_NAME), str(idle_s)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
-        start_new_session=False,
     )
     return WarmDbt(process, folder)
 
