@@ -597,6 +597,31 @@ def test_file_stats_are_the_ones_delta_rs_writes_with_timestamps_widened_to_the_
     assert theirs["max.event_time"] < frame.get_column("event_time").max()
 
 
+def test_file_stats_of_a_timestamp_without_time_zone_are_its_wall_time_whatever_the_local_zone(monkeypatch):
+    """A ``timestamp_ntz`` column's bounds are written as delta-rs writes them (wall time,
+    no zone), not shifted by the machine's local time zone: a reader skipping files by
+    them would otherwise skip files that hold a match."""
+    import time
+    from datetime import datetime
+
+    from school_equity.silver.merge import _file_stats
+
+    frame = pl.DataFrame({"t": [datetime(2026, 3, 2, 5, 0, 0, 250_000), datetime(2026, 3, 2, 23, 30, 0)]})
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        mine = json.loads(_file_stats(frame))
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    with tempfile.TemporaryDirectory() as d:
+        write_deltalake(d, frame.to_arrow())
+        theirs = pl.DataFrame(DeltaTable(d).get_add_actions(flatten=True)).row(0, named=True)
+    assert (mine["minValues"]["t"], mine["maxValues"]["t"]) == ("2026-03-02 05:00:00.250", "2026-03-02 23:30:00.000")
+    assert theirs["min.t"] == datetime(2026, 3, 2, 5, 0, 0, 250_000)  # the same instant delta-rs records
+    assert theirs["max.t"] == datetime(2026, 3, 2, 23, 30, 0)
+
+
 def test_an_append_that_fails_leaves_no_file_behind(tmp_path):
     """The files of the one-commit append are written before the commit: if the step fails
     before it, they are deleted, so nothing unreferenced is left in the table."""

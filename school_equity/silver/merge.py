@@ -331,8 +331,12 @@ def _create_sliced(uri: str, rows_in: Callable[[KeySlice], pl.DataFrame], empty:
 
 # -- a batch's files, added and removed, in one commit ------------------------------------------------
 def _stat_value(value: object) -> object:
-    """A min/max statistic as the Delta log writes it (timestamps as UTC ISO-8601)."""
+    """A min/max statistic as delta-rs writes it in the log: a timestamp with a time zone
+    as UTC ISO-8601 with a ``Z``; one without (``timestamp_ntz``) as its wall time, with
+    no zone and no conversion (``astimezone`` would read it as the machine's local time)."""
     if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     return value
 
