@@ -193,6 +193,67 @@ def test_the_launcher_forwards_an_interrupt_to_the_warm_dbt(tmp_path):
         warm.stop()
 
 
+# A warm process that has taken the launcher's descriptors and request but not yet said
+# it runs dbt (the real one acknowledges once dbt is imported and the hand-over is done):
+# it notes what it got and any signal that reaches it, and never acknowledges.
+_NOT_YET_TAKEN = """
+import signal, socket, sys, time
+path, notes = sys.argv[1], sys.argv[2]
+
+def note(text):
+    with open(notes, "a") as fh:
+        fh.write(text + "\\n")
+
+def got(signum, _frame):
+    note(f"signal {signum}")
+    sys.exit(0)
+
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, got)
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(path)
+listener.listen(1)
+conn, _ = listener.accept()
+_, fds, _, _ = socket.recv_fds(conn, 8, 3)
+note(f"fds {len(fds)}")
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_before_the_warm_process_took_over_is_forwarded_and_ends_the_launcher(sig):
+    """dagster-dbt may interrupt the build while the warm process is still importing dbt:
+    the signal reaches the warm process, and the launcher ends with 128 + the signal
+    instead of starting a dbt of its own after all."""
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="se-dbt-test-")  # short: a Unix socket path has ~100 bytes
+    path, notes = os.path.join(folder, warm_dbt.SOCKET_NAME), os.path.join(folder, "notes")
+    warm = subprocess.Popen([sys.executable, "-c", _NOT_YET_TAKEN, path, notes])
+    proc = None
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        env = {**os.environ, warm_dbt.SOCKET_ENV: path}
+        proc = _launch(["--version"], env)  # dbt itself would print its version
+        while time.monotonic() < deadline and not (os.path.exists(notes) and "fds 3" in Path(notes).read_text()):
+            time.sleep(0.02)
+        assert "fds 3" in Path(notes).read_text()  # handed over, waiting for the acknowledgement
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + sig
+        assert out == "" and "Core" not in err  # no dbt was started
+        assert warm.wait(timeout=30) == 0
+        assert Path(notes).read_text().splitlines() == ["fds 3", f"signal {int(sig)}"]
+    finally:
+        for p in (proc, warm):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_the_warm_process_leaves_when_its_parent_does(tmp_path):
     """A run worker that dies without tearing down its resources leaves no dbt behind."""
     code = (
