@@ -15,6 +15,7 @@ Target >= 250k rows/s.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -248,6 +249,7 @@ def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: i
         work = tmp / "work"
         stages: list[dict] = []
         spark_counts: dict = {}
+        spark_errors: list[str] = []
 
         def fresh_copy(_name: str) -> None:
             if work.exists():
@@ -283,10 +285,18 @@ def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: i
             spark_out = str(tmp / "spark_out")
 
             def spark_case() -> float:
-                with Timer() as t:
-                    frame = transform(session, bronze_files, existing, spark_out)
-                spark_counts.clear()
-                spark_counts.update(parity_counts(session, frame, spark_out))
+                # a baseline that fails (the JVM out of memory, say) is reported as failed; the
+                # project's figures and the other baselines of the run still stand
+                try:
+                    with Timer() as t:
+                        frame = transform(session, bronze_files, existing, spark_out)
+                    spark_counts.clear()
+                    spark_counts.update(parity_counts(session, frame, spark_out))
+                except Exception as e:  # noqa: BLE001 - any failure of the baseline
+                    first_line = (str(e).strip().splitlines() or [""])[0][:300]
+                    spark_errors.append(f"{type(e).__name__}: {first_line}")
+                    log(f"  local Spark failed: {spark_errors[-1]}")
+                    return math.nan
                 return t.s
 
             cases[SPARK_CASE] = spark_case
@@ -296,7 +306,12 @@ def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: i
             )
         finally:
             if session is not None:
-                stop_jvm(session)
+                try:
+                    stop_jvm(session)
+                except Exception as e:  # noqa: BLE001 - a JVM that died with the failed case
+                    log(f"  stopping local Spark: {type(e).__name__}: {e}")
+        if spark:  # the failed run, if any, has no time
+            times[SPARK_CASE] = [x for x in times[SPARK_CASE] if not math.isnan(x)]
         profile = tables_profile = files_profile = None
         if n_batch / median(times[PROJECT_CASE]) < TARGET_ROWS_PER_S:
             log("  the target is missed: profiling one merge")
@@ -349,7 +364,10 @@ def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: i
             "the whole path",
         )
     )
-    if spark:
+    if spark and spark_errors:
+        sec.notes.append(f"Local Spark, the same transformation, failed, so there is no Spark figure in this run: "
+                         f"{'; '.join(spark_errors)}")
+    if spark and times[SPARK_CASE]:
         sp = n_batch / median(times[SPARK_CASE])
         sec.figures.append(
             Figure(
@@ -387,7 +405,7 @@ def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: i
     sec.notes.append(
         "All samples (s): " + "; ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)}" for k, v in times.items())
     )
-    if spark:
+    if spark and spark_counts:
         parity = {k: (spark_counts.get(k), after.get(k)) for k in ("submissions", "answers", "quarantine")}
         sec.notes.append(
             f"Spark parity (Spark, project) row counts after the merge: {parity}; Spark batch: "

@@ -26,7 +26,14 @@ def spark_session(cores: int = 2):
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.shuffle.partitions", str(cores * 2))
-            .config("spark.driver.memory", "2g")
+            # local mode: the driver's heap is the executors' too. 2g ran out in a 1M-row run
+            # while caching the parsed batch (Java heap space, in the make bench run at 4b86b7a)
+            .config("spark.driver.memory", "4g")
+            # JDK 17's G1 gives up an allocation after 2 waits for a JNI critical section
+            # (GCLocker) and throws OutOfMemoryError with heap to spare (G1 pins regions instead
+            # since JDK 22, JEP 423); the same run logged "Retried waiting for GCLocker too often"
+            .config("spark.driver.extraJavaOptions",
+                    "-XX:+UnlockDiagnosticVMOptions -XX:GCLockerRetryAllocationCount=100")
             .config("spark.sql.session.timeZone", "UTC")
             .config("spark.sql.adaptive.enabled", "true")
             # malformed records must become NULLs the rules catch, not exceptions

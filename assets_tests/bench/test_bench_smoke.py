@@ -110,6 +110,30 @@ def test_spark_baseline_reaches_the_same_tables_as_the_project():
     assert [c.name() for c in psutil.Process().children(recursive=True) if "java" in c.name()] == []
 
 
+@pytest.mark.spark
+def test_a_failing_spark_baseline_leaves_the_merge_figures_and_says_why(monkeypatch):
+    """Local Spark is a baseline: when it fails (a JVM out of memory in a 1M run), the
+    section keeps the project's figures and its other baselines, names the error, and
+    gives no Spark figure; the JVM is still ended."""
+    from bench import spark_silver
+
+    def out_of_memory(*_args, **_kwargs):
+        raise RuntimeError("java.lang.OutOfMemoryError: Java heap space\nat somewhere")
+
+    monkeypatch.setattr(spark_silver, "transform", out_of_memory)
+    sec = silver_merge.run(400, reps=1, spark=True, log=lambda _: None)
+    names = [f.name for f in sec.figures]
+    assert "merge vs local Spark, same transformation" not in names
+    assert any(n.startswith("merge of a ") for n in names) and len(names) == 3  # batch, tables, decode floors
+    assert sec.raw["seconds"][silver_merge.SPARK_CASE] == []
+    assert any("Local Spark, the same transformation, failed" in n
+               and "RuntimeError: java.lang.OutOfMemoryError: Java heap space" in n
+               and "somewhere" not in n for n in sec.notes)
+    import psutil
+
+    assert [c.name() for c in psutil.Process().children(recursive=True) if "java" in c.name()] == []
+
+
 def test_sensor_tick_bench_on_a_small_ledger(monkeypatch):
     monkeypatch.setattr(load_tick, "EXISTING_BATCHES", 15)
     monkeypatch.setattr(load_tick, "EXTRA_RECORDS", load_tick.NEW_RECORDS_PER_TICK * 4)
