@@ -16,7 +16,12 @@ from school_equity.resources import LakeResource
 from school_equity.resources.kafka import KafkaResource
 from school_equity.settings import Settings, load_settings
 from school_equity.silver.assets import SILVER_ASSETS, SILVER_CHECKS
-from school_equity.silver.maintenance import silver_maintenance_job, silver_maintenance_schedule
+from school_equity.silver.maintenance import (
+    silver_compaction_job,
+    silver_compaction_schedule,
+    silver_maintenance_job,
+    silver_maintenance_schedule,
+)
 from school_equity.sources import (
     SOURCE_ASSETS,
     SOURCE_CHECKS,
@@ -118,8 +123,8 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     defs = dg.Definitions(
         assets=dg.with_source_code_references(all_assets),
         asset_checks=checks,
-        jobs=[survey_batch_job, gold_marts_job, silver_maintenance_job, *SOURCE_JOBS],
-        schedules=[silver_maintenance_schedule],
+        jobs=[survey_batch_job, gold_marts_job, silver_maintenance_job, silver_compaction_job, *SOURCE_JOBS],
+        schedules=[silver_maintenance_schedule, silver_compaction_schedule],
         sensors=[sensor, *SOURCE_SENSORS],
         resources=resources_for(settings),
     )

@@ -1,4 +1,10 @@
-"""Silver housekeeping as a Dagster job: VACUUM of the three stream tables, daily.
+"""Silver housekeeping as Dagster jobs: compaction of the stream tables' small files,
+hourly, and VACUUM of the three stream tables, daily.
+
+A streaming batch appends one or two small files per key range to each table; left
+alone they grow by thousands a day, and every merge and every Gold read lists and opens
+them. ``silver_compaction_job`` rewrites each range's small files as files of the size
+the merge aims at (``merge.compact_table``), in one commit per table.
 
 The merges leave the files they replaced on storage (see ``merge.vacuum_table``); this
 job deletes those past the retention and reports, per table, what it expired as an
@@ -12,7 +18,13 @@ from pydantic import Field
 
 from school_equity.resources import LakeResource
 from school_equity.silver.assets import SILVER_POOL, SILVER_STREAM_TABLES
-from school_equity.silver.merge import vacuum_table
+from school_equity.silver.merge import (
+    MIN_SMALL_FILES,
+    QUARANTINE_TABLE,
+    compact_quarantine,
+    compact_table,
+    vacuum_table,
+)
 
 SILVER_MAINTENANCE_JOB = "silver_maintenance_job"
 # Delta's own default for deleted files (delta.deletedFileRetentionDuration): a week of
@@ -72,4 +84,66 @@ silver_maintenance_schedule = dg.ScheduleDefinition(
     execution_timezone="America/New_York",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Vacuum the Silver stream tables once a day (retention: the job's config, a week by default).",
+)
+
+
+# -- compaction ------------------------------------------------------------------------
+SILVER_COMPACTION_JOB = "silver_compaction_job"
+
+
+class CompactionConfig(dg.Config):
+    min_small_files: int = Field(
+        default=MIN_SMALL_FILES,
+        ge=2,
+        description="Compact a key range (the quarantine table: the table) once it has at least this many "
+        "small files (under half the 2 MiB the merge aims at).",
+    )
+
+
+@dg.op(pool=SILVER_POOL)
+def compact_silver_tables(context: dg.OpExecutionContext, config: CompactionConfig, lake: LakeResource):
+    """Compact each Silver stream table that exists; a table not created yet is skipped."""
+    the_lake = lake.get_lake()
+    for key, table in SILVER_STREAM_TABLES.items():
+        uri, options = the_lake.uri(table), the_lake.storage_options()
+        compact = compact_quarantine if table == QUARANTINE_TABLE else compact_table
+        outcome = compact(uri, options, min_small_files=config.min_small_files)
+        if outcome is None:
+            context.log.info(f"{table}: no table yet, nothing to compact")
+            continue
+        context.log.info(f"{table}: {outcome.files_compacted} small files in {outcome.ranges_compacted} key "
+                         f"ranges rewritten as {outcome.files_written}; {outcome.files_before} -> "
+                         f"{outcome.files_after} live files; version {outcome.version}")
+        yield dg.AssetObservation(
+            asset_key=key,
+            metadata={
+                "compaction/files_compacted": outcome.files_compacted,
+                "compaction/files_written": outcome.files_written,
+                "compaction/ranges_compacted": outcome.ranges_compacted,
+                "compaction/live_files_before": outcome.files_before,
+                "compaction/live_files": outcome.files_after,
+                "delta_version": outcome.version,
+            },
+        )
+    yield dg.Output(None)
+
+
+@dg.job(
+    name=SILVER_COMPACTION_JOB,
+    executor_def=dg.in_process_executor,
+    description="Rewrite the small files the stream batches leave in each key range of the Silver stream tables "
+    "as files of about 2 MiB, one commit per table (the rows and their order are unchanged).",
+)
+def silver_compaction_job():
+    compact_silver_tables()
+
+
+silver_compaction_schedule = dg.ScheduleDefinition(
+    name="silver_compaction_hourly",
+    job=silver_compaction_job,
+    cron_schedule="45 * * * *",
+    execution_timezone="America/New_York",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Compact the Silver stream tables' small files every hour; a table with fewer small files per "
+    "key range than the job's threshold is left as it is.",
 )

@@ -793,6 +793,105 @@ def vacuum_table(uri: str, retention_hours: int, storage_options: dict[str, str]
     return VacuumOutcome(uri, dt.version(), files_expired=len(removed), live_files=len(dt.file_uris()))
 
 
+# A file under half the size the merge aims at is small: a streaming batch's appends
+# leave one or two of them per key range; a range with fewer than this many is left as is
+SMALL_FILE_BYTES = FILE_BYTES // 2
+MIN_SMALL_FILES = 8
+
+
+@dataclass(frozen=True)
+class CompactOutcome:
+    table_uri: str
+    version: int  # the table's version after it (unchanged when nothing was compacted)
+    files_before: int  # data files of the current version, before and after
+    files_after: int
+    files_compacted: int  # small files read and replaced
+    files_written: int
+    ranges_compacted: int
+    # False when the table's files span key ranges (see merge_slices): nothing is
+    # compacted, as a merge of such a table takes it whole anyway
+    by_range: bool = True
+
+    @property
+    def committed(self) -> bool:
+        return self.files_compacted > 0
+
+
+def compact_table(uri: str, storage_options: dict[str, str] | None = None, *,
+                  min_small_files: int = MIN_SMALL_FILES, small_bytes: int = SMALL_FILE_BYTES,
+                  attempts: int = 6) -> CompactOutcome | None:
+    """Rewrite each key range's small files as files of about ``FILE_BYTES``, every
+    range in one commit; None when the table does not exist.
+
+    A range is compacted when it has at least ``min_small_files`` files under
+    ``small_bytes``. Their rows are written back in arrival order (``kafka_offset``), cut
+    only where the offset changes, so the layout the merge relies on holds: each file
+    holds keys of one range, and its ``kafka_offset`` statistics bound what it holds.
+
+    The commit is logged as a data change, although it only rearranges rows: delta-rs's
+    conflict check passes over removes logged with ``dataChange`` false, so a merge that
+    read a file this commit replaced would commit too, and the file's old rows would be
+    back beside the merge's new ones. As a data change, the later of the two commits
+    fails and is retried from a fresh snapshot. The Silver pool keeps such races rare
+    (one writer at a time)."""
+    if min_small_files < 2:
+        raise ValueError(f"compaction of {uri}: min_small_files={min_small_files}, expected at least 2")
+
+    def step() -> CompactOutcome | None:
+        if not table_exists(uri, storage_options):
+            return None
+        dt = DeltaTable(uri, storage_options=storage_options)
+        files = pl.DataFrame(dt.get_add_actions(flatten=True))
+        slices = merge_slices(dt) if files.height else []
+        if slices == WHOLE_TABLE:
+            return CompactOutcome(uri, dt.version(), files.height, files.height, 0, 0, 0, by_range=False)
+        schema = _scan(uri, storage_options).collect_schema()
+        ranges = compacted = 0
+        with _BatchCommit(dt, storage_options) as commit:
+            for sl in slices:
+                small = files.filter(
+                    (sl.expr("min.submission_id") & sl.expr("max.submission_id")).fill_null(False)
+                    & (pl.col("size_bytes") < small_bytes))
+                if small.height < min_small_files:
+                    continue
+                paths = small.get_column("path").to_list()
+                rows = pl.concat([_align(_read_data_file(commit.fs, p), schema).select(list(schema))
+                                  for p in paths], how="vertical_relaxed")
+                expected = int(small.get_column("num_records").sum())
+                if rows.height != expected:  # the log and the files disagree: leave the range
+                    raise RuntimeError(f"compaction of {uri}: {len(paths)} files of range {sl} hold "
+                                       f"{rows.height} rows, their add actions say {expected}")
+                commit.remove(paths, small)
+                commit.add(rows)
+                ranges, compacted = ranges + 1, compacted + len(paths)
+                del rows
+        version = DeltaTable(uri, storage_options=storage_options).version()
+        return CompactOutcome(uri, version, files.height, files.height - compacted + len(commit.actions),
+                              compacted, len(commit.actions), ranges)
+
+    outcome, _ = with_retries(step, attempts=attempts)
+    return outcome
+
+
+def compact_quarantine(uri: str, storage_options: dict[str, str] | None = None, *,
+                       min_small_files: int = MIN_SMALL_FILES, small_bytes: int = SMALL_FILE_BYTES
+                       ) -> CompactOutcome | None:
+    """The quarantine table has no key layout (rows keyed by Kafka coordinates, inserted
+    by delta-rs MERGE): its small files are binned by delta-rs's own OPTIMIZE, when there
+    are at least ``min_small_files`` of them. None when the table does not exist."""
+    if not table_exists(uri, storage_options):
+        return None
+    dt = DeltaTable(uri, storage_options=storage_options)
+    files = pl.DataFrame(dt.get_add_actions(flatten=True))
+    n_small = files.filter(pl.col("size_bytes") < small_bytes).height if files.height else 0
+    if n_small < min_small_files:
+        return CompactOutcome(uri, dt.version(), files.height, files.height, 0, 0, 0, by_range=False)
+    metrics = dt.optimize.compact(target_size=FILE_BYTES)
+    return CompactOutcome(uri, dt.version(), files.height, len(dt.file_uris()),
+                          int(metrics.get("numFilesRemoved", 0)), int(metrics.get("numFilesAdded", 0)), 0,
+                          by_range=False)
+
+
 # -- reading back ----------------------------------------------------------------------
 def table_row_count(uri: str, storage_options: dict[str, str] | None = None) -> int:
     if not table_exists(uri, storage_options):
