@@ -67,6 +67,19 @@ def _live(uri: str) -> pl.DataFrame:
     return pl.DataFrame(DeltaTable(uri).get_add_actions(flatten=True))
 
 
+def _small_per_range(uri: str) -> dict[str, list[str]]:
+    """Each key range's files (all small here), oldest first by greatest kafka_offset."""
+    out: dict[str, list[str]] = {str(sl): [] for sl in key_slices()}
+    for path, lo, _ in _live(uri).sort("max.kafka_offset").select("path", "min.submission_id",
+                                                                    "max.kafka_offset").iter_rows():
+        out[next(str(sl) for sl in key_slices() if sl.holds(lo))].append(path)
+    return out
+
+
+def _newest_small(uri: str, n: int) -> set[str]:
+    return {p for paths in _small_per_range(uri).values() for p in paths[-n:]}
+
+
 def _last_commit(uri: str) -> list[dict]:
     last = max(Path(uri, "_delta_log").glob("*.json"), key=lambda p: int(p.stem))
     return [json.loads(line) for line in last.read_text().splitlines()]
@@ -79,11 +92,15 @@ def test_compaction_rewrites_each_key_ranges_small_files_in_one_commit_and_keeps
         files_before = _live(uri).height
         assert files_before >= 16 * 10  # one small file per range per batch, at least
         version = DeltaTable(uri).version()
+        newest = _newest_small(uri, 2)
         outcome = compact_table(uri, min_small_files=8)
         assert outcome is not None and outcome.committed and outcome.by_range
-        assert outcome.ranges_compacted == 16 and outcome.files_compacted == files_before
+        # all but each range's two newest files (the next corrections' targets)
+        assert outcome.ranges_compacted == 16 and outcome.files_compacted == files_before - 32
         live = _live(uri)
-        assert outcome.files_after == live.height == outcome.files_written == 16  # the rows fit a file per range
+        assert outcome.files_written == 16  # the rows fit a file per range
+        assert outcome.files_after == live.height == 16 + 32
+        assert newest <= set(live.get_column("path"))
         assert outcome.version == DeltaTable(uri).version() == version + 1  # one commit
         # the layout the merge relies on: each file within one range, in arrival order
         assert merge_slices(DeltaTable(uri)) == key_slices()
@@ -93,7 +110,7 @@ def test_compaction_rewrites_each_key_ranges_small_files_in_one_commit_and_keeps
         # one commit removes every small file and adds the compacted ones, logged as a data
         # change (see compact_table: delta-rs's conflict check skips dataChange=false removes)
         actions = [a for a in _last_commit(uri) if "add" in a or "remove" in a]
-        assert sorted(next(iter(a)) for a in actions) == ["add"] * 16 + ["remove"] * files_before
+        assert sorted(next(iter(a)) for a in actions) == ["add"] * 16 + ["remove"] * (files_before - 32)
         assert all(next(iter(a.values()))["dataChange"] is True for a in actions)
         # statistics as the merge writes them, so readers and later merges prune by them
         assert live.get_column("num_records").sum() == pl.read_delta(uri).height
@@ -118,19 +135,30 @@ def test_compaction_rewrites_each_key_ranges_small_files_in_one_commit_and_keeps
         assert again is not None and not again.committed and again.version == version
 
 
-def test_a_range_below_the_threshold_is_left_and_bad_input_is_named(tmp_path):
-    tables, _ = _streamed(str(tmp_path), 3)
-    for uri in (tables.submissions, tables.answers):
-        version, files = DeltaTable(uri).version(), _live(uri).height
-        outcome = compact_table(uri, min_small_files=4)  # 3 or 4 small files per range: only some ranges
-        assert outcome is not None
-        assert 0 < outcome.ranges_compacted < 16 or outcome.ranges_compacted == 0
-        if not outcome.committed:
-            assert DeltaTable(uri).version() == version and _live(uri).height == files
-        untouched = compact_table(str(uri), min_small_files=50)
-        assert untouched is not None and not untouched.committed
+def test_only_ranges_over_the_threshold_are_compacted_and_bad_input_is_named(tmp_path):
+    tables, _ = _streamed(str(tmp_path), 4)
+    # one more file in three ranges only
+    extra = [{"sid": f"{c}extra-x", "minute": 9, "answers": {"P01": 2}, "partition": 0, "offset": 5000 + n}
+             for n, c in enumerate("07b")]
+    merge_batch(tables, parse_batch(batch_frame(extra, 4)))
+    uri = tables.answers
+    per_range = _small_per_range(uri)  # small files per range, oldest first
+    threshold = max(map(len, per_range.values()))
+    assert sorted(map(len, per_range.values())) == [threshold - 1] * 13 + [threshold] * 3
+    version = DeltaTable(uri).version()
+    assert not compact_table(uri, min_small_files=threshold, keep_recent=1).committed  # every range short of it
+    assert DeltaTable(uri).version() == version
+    outcome = compact_table(uri, min_small_files=threshold, keep_recent=0)
+    full = {r for r, paths in per_range.items() if len(paths) >= threshold}
+    assert outcome.committed and outcome.ranges_compacted == len(full) == 3
+    assert outcome.files_compacted == sum(len(per_range[r]) for r in full)
+    after = _small_per_range(uri)
+    for r, paths in per_range.items():  # the other ranges keep their files
+        assert (len(after[r]) == 1) if r in full else (after[r] == paths)
     with pytest.raises(ValueError, match="min_small_files=1, expected at least 2"):
         compact_table(tables.answers, min_small_files=1)
+    with pytest.raises(ValueError, match="keep_recent=-1 is negative"):
+        compact_table(tables.answers, keep_recent=-1)
     assert compact_table(str(tmp_path / "silver" / "nothing_here")) is None
     assert compact_quarantine(str(tmp_path / "silver" / "nothing_here")) is None
 
@@ -195,7 +223,7 @@ def test_a_merge_whose_files_a_compaction_replaced_meanwhile_is_retried(tmp_path
 
 
 def test_the_job_compacts_and_observes_each_table(tmp_path):
-    tables, _ = _streamed(str(tmp_path / "lake"), 9)
+    tables, _ = _streamed(str(tmp_path / "lake"), 10)
     before = state(tables)
     files = {uri: _live(uri).height for uri in (tables.submissions, tables.answers, tables.quarantine)}
     lake = LakeResource(root=str(tmp_path / "lake"))
@@ -210,7 +238,8 @@ def test_the_job_compacts_and_observes_each_table(tmp_path):
         meta = observed[key]
         assert meta["compaction/live_files_before"].value == files[uri]
         assert meta["compaction/live_files"].value == _live(uri).height < files[uri]
-        assert meta["compaction/files_compacted"].value == files[uri]
+        kept = 0 if key == QUARANTINE_KEY else 32  # the quarantine table has no ranges, no kept files
+        assert meta["compaction/files_compacted"].value == files[uri] - kept
         assert meta["delta_version"].value == DeltaTable(uri).version()
     assert observed[ANSWERS_KEY]["compaction/ranges_compacted"].value == 16
     for b, a in zip(before, state(tables), strict=True):

@@ -797,6 +797,12 @@ def vacuum_table(uri: str, retention_hours: int, storage_options: dict[str, str]
 # leave one or two of them per key range; a range with fewer than this many is left as is
 SMALL_FILE_BYTES = FILE_BYTES // 2
 MIN_SMALL_FILES = 8
+# A range's newest small files (by their greatest kafka_offset) are left out: corrections
+# follow their first version closely, so the next batches rewrite those files, and a small
+# file is cheaper to rewrite than a compacted one. Ad hoc, tables of 220k events from 2k-event
+# batches (193 files each): a merge of the next batches took 1.67 s after this compaction
+# (77 files), 1.73 s after one that kept none (19 files), 1.60 s with no compaction
+KEEP_RECENT_FILES = 2
 
 
 @dataclass(frozen=True)
@@ -819,12 +825,13 @@ class CompactOutcome:
 
 def compact_table(uri: str, storage_options: dict[str, str] | None = None, *,
                   min_small_files: int = MIN_SMALL_FILES, small_bytes: int = SMALL_FILE_BYTES,
-                  attempts: int = 6) -> CompactOutcome | None:
+                  keep_recent: int = KEEP_RECENT_FILES, attempts: int = 6) -> CompactOutcome | None:
     """Rewrite each key range's small files as files of about ``FILE_BYTES``, every
     range in one commit; None when the table does not exist.
 
     A range is compacted when it has at least ``min_small_files`` files under
-    ``small_bytes``. Their rows are written back in arrival order (``kafka_offset``), cut
+    ``small_bytes`` besides its ``keep_recent`` newest ones (by greatest
+    ``kafka_offset``), which are left for the corrections of the next batches. Their rows are written back in arrival order (``kafka_offset``), cut
     only where the offset changes, so the layout the merge relies on holds: each file
     holds keys of one range, and its ``kafka_offset`` statistics bound what it holds.
 
@@ -836,6 +843,8 @@ def compact_table(uri: str, storage_options: dict[str, str] | None = None, *,
     (one writer at a time)."""
     if min_small_files < 2:
         raise ValueError(f"compaction of {uri}: min_small_files={min_small_files}, expected at least 2")
+    if keep_recent < 0:
+        raise ValueError(f"compaction of {uri}: keep_recent={keep_recent} is negative")
 
     def step() -> CompactOutcome | None:
         if not table_exists(uri, storage_options):
@@ -851,7 +860,8 @@ def compact_table(uri: str, storage_options: dict[str, str] | None = None, *,
             for sl in slices:
                 small = files.filter(
                     (sl.expr("min.submission_id") & sl.expr("max.submission_id")).fill_null(False)
-                    & (pl.col("size_bytes") < small_bytes))
+                    & (pl.col("size_bytes") < small_bytes)
+                ).sort("max.kafka_offset", descending=True, nulls_last=True).slice(keep_recent)
                 if small.height < min_small_files:
                     continue
                 paths = small.get_column("path").to_list()
