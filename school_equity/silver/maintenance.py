@@ -13,6 +13,9 @@ cleaned. It takes the Silver pool: delta-rs logs a vacuum as commits, and one wr
 time keeps a batch's merge from having to retry against them.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import dagster as dg
 from pydantic import Field
 
@@ -43,28 +46,38 @@ class VacuumConfig(dg.Config):
     )
 
 
+def _each_table(context: dg.OpExecutionContext, lake: LakeResource, verb: str,
+                work: Callable[[str, str, dict[str, str] | None], Any],
+                report: Callable[[str, Any], tuple[str, dict[str, Any]]]):
+    """``work(table, uri, storage_options)`` on each Silver stream table, logged, and an
+    observation of the table's asset with what it did; a table not created yet (``work``
+    gives None) is skipped. ``report(table, outcome)``: the log line and the metadata."""
+    the_lake = lake.get_lake()
+    for key, table in SILVER_STREAM_TABLES.items():
+        outcome = work(table, the_lake.uri(table), the_lake.storage_options())
+        if outcome is None:
+            context.log.info(f"{table}: no table yet, nothing to {verb}")
+            continue
+        line, metadata = report(table, outcome)
+        context.log.info(f"{table}: {line}; version {outcome.version}")
+        yield dg.AssetObservation(asset_key=key, metadata={**metadata, "delta_version": outcome.version})
+    yield dg.Output(None)
+
+
 @dg.op(pool=SILVER_POOL)
 def vacuum_silver_tables(context: dg.OpExecutionContext, config: VacuumConfig, lake: LakeResource):
     """Vacuum each Silver stream table that exists; a table not created yet is skipped."""
-    the_lake = lake.get_lake()
-    for key, table in SILVER_STREAM_TABLES.items():
-        outcome = vacuum_table(the_lake.uri(table), config.retention_hours, the_lake.storage_options())
-        if outcome is None:
-            context.log.info(f"{table}: no table yet, nothing to vacuum")
-            continue
-        context.log.info(f"{table}: {outcome.files_expired} data files only versions older than "
-                         f"{config.retention_hours} h referenced are gone; {outcome.live_files} live files; "
-                         f"version {outcome.version}")
-        yield dg.AssetObservation(
-            asset_key=key,
-            metadata={
-                "vacuum/files_expired": outcome.files_expired,
-                "vacuum/live_files": outcome.live_files,
-                "vacuum/retention_hours": config.retention_hours,
-                "delta_version": outcome.version,
-            },
-        )
-    yield dg.Output(None)
+    hours = config.retention_hours
+    yield from _each_table(
+        context, lake, "vacuum",
+        lambda _table, uri, options: vacuum_table(uri, hours, options),
+        lambda _table, o: (
+            f"{o.files_expired} data files only versions older than {hours} h referenced are gone; "
+            f"{o.live_files} live files",
+            {"vacuum/files_expired": o.files_expired, "vacuum/live_files": o.live_files,
+             "vacuum/retention_hours": hours},
+        ),
+    )
 
 
 @dg.job(
@@ -103,29 +116,21 @@ class CompactionConfig(dg.Config):
 @dg.op(pool=SILVER_POOL)
 def compact_silver_tables(context: dg.OpExecutionContext, config: CompactionConfig, lake: LakeResource):
     """Compact each Silver stream table that exists; a table not created yet is skipped."""
-    the_lake = lake.get_lake()
-    for key, table in SILVER_STREAM_TABLES.items():
-        uri, options = the_lake.uri(table), the_lake.storage_options()
-        compact = compact_quarantine if table == QUARANTINE_TABLE else compact_table
-        outcome = compact(uri, options, min_small_files=config.min_small_files)
-        if outcome is None:
-            context.log.info(f"{table}: no table yet, nothing to compact")
-            continue
-        context.log.info(f"{table}: {outcome.files_compacted} small files in {outcome.ranges_compacted} key "
-                         f"ranges rewritten as {outcome.files_written}; {outcome.files_before} -> "
-                         f"{outcome.files_after} live files; version {outcome.version}")
-        yield dg.AssetObservation(
-            asset_key=key,
-            metadata={
-                "compaction/files_compacted": outcome.files_compacted,
-                "compaction/files_written": outcome.files_written,
-                "compaction/ranges_compacted": outcome.ranges_compacted,
-                "compaction/live_files_before": outcome.files_before,
-                "compaction/live_files": outcome.files_after,
-                "delta_version": outcome.version,
-            },
-        )
-    yield dg.Output(None)
+
+    def compact(table: str, uri: str, options: dict[str, str] | None):
+        by = compact_quarantine if table == QUARANTINE_TABLE else compact_table
+        return by(uri, options, min_small_files=config.min_small_files)
+
+    yield from _each_table(
+        context, lake, "compact", compact,
+        lambda _table, o: (
+            f"{o.files_compacted} small files in {o.ranges_compacted} key ranges rewritten as "
+            f"{o.files_written}; {o.files_before} -> {o.files_after} live files",
+            {"compaction/files_compacted": o.files_compacted, "compaction/files_written": o.files_written,
+             "compaction/ranges_compacted": o.ranges_compacted, "compaction/live_files_before": o.files_before,
+             "compaction/live_files": o.files_after},
+        ),
+    )
 
 
 @dg.job(
