@@ -831,9 +831,10 @@ def compact_table(uri: str, storage_options: dict[str, str] | None = None, *,
 
     A range is compacted when it has at least ``min_small_files`` files under
     ``small_bytes`` besides its ``keep_recent`` newest ones (by greatest
-    ``kafka_offset``), which are left for the corrections of the next batches. Their rows are written back in arrival order (``kafka_offset``), cut
-    only where the offset changes, so the layout the merge relies on holds: each file
-    holds keys of one range, and its ``kafka_offset`` statistics bound what it holds.
+    ``kafka_offset``), which are left for the corrections of the next batches. Their rows
+    are written back in arrival order (``kafka_offset``), cut only where the offset
+    changes, so the layout the merge relies on holds: each file holds keys of one range,
+    and its ``kafka_offset`` statistics bound what it holds.
 
     The commit is logged as a data change, although it only rearranges rows: delta-rs's
     conflict check passes over removes logged with ``dataChange`` false, so a merge that
@@ -868,7 +869,7 @@ def compact_table(uri: str, storage_options: dict[str, str] | None = None, *,
                 rows = pl.concat([_align(_read_data_file(commit.fs, p), schema).select(list(schema))
                                   for p in paths], how="vertical_relaxed")
                 expected = int(small.get_column("num_records").sum())
-                if rows.height != expected:  # the log and the files disagree: leave the range
+                if rows.height != expected:  # the log and the files disagree: commit nothing
                     raise RuntimeError(f"compaction of {uri}: {len(paths)} files of range {sl} hold "
                                        f"{rows.height} rows, their add actions say {expected}")
                 commit.remove(paths, small)
