@@ -6,8 +6,8 @@ alone they grow by thousands a day, and every merge and every Gold read lists an
 them. ``silver_compaction_job`` rewrites each range's small files as files of the size
 the merge aims at (``merge.compact_table``), in one commit per table.
 
-The merges leave the files they replaced on storage (see ``merge.vacuum_table``); this
-job deletes those past the retention and reports, per table, what it expired as an
+The merges leave the files they replaced on storage (see ``merge.vacuum_table``);
+``silver_maintenance_job`` deletes those past the retention and reports, per table, what it expired as an
 observation of the table's asset, so the lineage view shows when each table was last
 cleaned. It takes the Silver pool: delta-rs logs a vacuum as commits, and one writer at a
 time keeps a batch's merge from having to retry against them.
@@ -48,17 +48,17 @@ class VacuumConfig(dg.Config):
 
 def _each_table(context: dg.OpExecutionContext, lake: LakeResource, verb: str,
                 work: Callable[[str, str, dict[str, str] | None], Any],
-                report: Callable[[str, Any], tuple[str, dict[str, Any]]]):
+                report: Callable[[Any], tuple[str, dict[str, Any]]]):
     """``work(table, uri, storage_options)`` on each Silver stream table, logged, and an
     observation of the table's asset with what it did; a table not created yet (``work``
-    gives None) is skipped. ``report(table, outcome)``: the log line and the metadata."""
+    gives None) is skipped. ``report(outcome)``: the log line and the metadata."""
     the_lake = lake.get_lake()
     for key, table in SILVER_STREAM_TABLES.items():
         outcome = work(table, the_lake.uri(table), the_lake.storage_options())
         if outcome is None:
             context.log.info(f"{table}: no table yet, nothing to {verb}")
             continue
-        line, metadata = report(table, outcome)
+        line, metadata = report(outcome)
         context.log.info(f"{table}: {line}; version {outcome.version}")
         yield dg.AssetObservation(asset_key=key, metadata={**metadata, "delta_version": outcome.version})
     yield dg.Output(None)
@@ -71,7 +71,7 @@ def vacuum_silver_tables(context: dg.OpExecutionContext, config: VacuumConfig, l
     yield from _each_table(
         context, lake, "vacuum",
         lambda _table, uri, options: vacuum_table(uri, hours, options),
-        lambda _table, o: (
+        lambda o: (
             f"{o.files_expired} data files only versions older than {hours} h referenced are gone; "
             f"{o.live_files} live files",
             {"vacuum/files_expired": o.files_expired, "vacuum/live_files": o.live_files,
@@ -123,7 +123,7 @@ def compact_silver_tables(context: dg.OpExecutionContext, config: CompactionConf
 
     yield from _each_table(
         context, lake, "compact", compact,
-        lambda _table, o: (
+        lambda o: (
             f"{o.files_compacted} small files in {o.ranges_compacted} key ranges rewritten as "
             f"{o.files_written}; {o.files_before} -> {o.files_after} live files",
             {"compaction/files_compacted": o.files_compacted, "compaction/files_written": o.files_written,

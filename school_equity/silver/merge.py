@@ -487,6 +487,12 @@ def _read_data_file(fs: DeltaFileSystemHandler, path: str, columns: list[str] | 
         f.close()
 
 
+def _table_rows(fs: DeltaFileSystemHandler, path: str, schema: pl.Schema) -> pl.DataFrame:
+    """A data file's rows with the table's columns, in its order (columns added to the
+    table after the file was written are null)."""
+    return _align(_read_data_file(fs, path), schema).select(list(schema))
+
+
 def _merge_by_slices(
     uri: str, source: Callable[[KeySlice], SliceRows | None], storage_options: dict[str, str] | None,
     rewrite: Callable[[pl.DataFrame, pl.DataFrame], Rewrite],
@@ -524,8 +530,8 @@ def _merge_by_slices(
                            if _read_data_file(append.fs, p, SUBMISSION_KEY).join(ids, on=SUBMISSION_KEY,
                                                                                     how="semi").height]
                 rows = pl.concat(
-                    [_align(_read_data_file(append.fs, p), schema).select(list(schema)).with_columns(
-                        _file=pl.lit(i, pl.Int32)) for i, p in enumerate(touched)],
+                    [_table_rows(append.fs, p, schema).with_columns(_file=pl.lit(i, pl.Int32))
+                     for i, p in enumerate(touched)],
                     how="vertical_relaxed",
                 ) if touched else pl.DataFrame(schema={**schema, "_file": pl.Int32})
                 r = rewrite(rows, part.merge)
@@ -814,8 +820,9 @@ class CompactOutcome:
     files_compacted: int  # small files read and replaced
     files_written: int
     ranges_compacted: int
-    # False when the table's files span key ranges (see merge_slices): nothing is
-    # compacted, as a merge of such a table takes it whole anyway
+    # False when not compacted by key range: a table whose files span ranges (see
+    # merge_slices; nothing is compacted, as a merge of such a table takes it whole
+    # anyway), or the quarantine table, binned by delta-rs (compact_quarantine)
     by_range: bool = True
 
     @property
@@ -866,8 +873,7 @@ def compact_table(uri: str, storage_options: dict[str, str] | None = None, *,
                 if small.height < min_small_files:
                     continue
                 paths = small.get_column("path").to_list()
-                rows = pl.concat([_align(_read_data_file(commit.fs, p), schema).select(list(schema))
-                                  for p in paths], how="vertical_relaxed")
+                rows = pl.concat([_table_rows(commit.fs, p, schema) for p in paths], how="vertical_relaxed")
                 expected = int(small.get_column("num_records").sum())
                 if rows.height != expected:  # the log and the files disagree: commit nothing
                     raise RuntimeError(f"compaction of {uri}: {len(paths)} files of range {sl} hold "
