@@ -102,7 +102,7 @@ def write_bronze(lake_dir: Path, table, batch_id: str) -> list[str]:
 def project_merge(lake_dir: Path, batch_id: str) -> dict[str, float]:
     """The Silver asset's work on one batch; returns the seconds of each stage and the total."""
     from school_equity.bronze.store import read_batch
-    from school_equity.contracts.checks import validate_or_raise
+    from school_equity.contracts.checks import validate_or_raise, validate_parts_or_raise
     from school_equity.contracts.stream import (
         BronzeSurveyEvents,
         SilverSurveyAnswers,
@@ -130,7 +130,7 @@ def project_merge(lake_dir: Path, batch_id: str) -> dict[str, float]:
     parsed = parse_batch(bronze)
     stage("parse")
     validate_or_raise(parsed.submissions, SilverSurveySubmissions)
-    validate_or_raise(parsed.answers, SilverSurveyAnswers)
+    validate_parts_or_raise(parsed.answer_rows.parts(), SilverSurveyAnswers)
     validate_or_raise(parsed.quarantine, SilverSurveyQuarantine)
     stage("validate")
     merge_batch(SilverTables.in_lake(lake), parsed)
@@ -165,7 +165,7 @@ def merge_steps(lake_dir: Path, batch_id: str) -> tuple[dict[str, float], dict[s
     out["merge_submissions"] = time.perf_counter() - t
     t = time.perf_counter()
     answers = merge_answers(
-        tables.answers, parsed.answers, submissions_uri=tables.submissions, batch_versions=parsed.submissions
+        tables.answers, parsed.answer_rows, submissions_uri=tables.submissions, batch_versions=parsed.submissions
     )
     out["merge_answers"] = time.perf_counter() - t
     files = {k: (files_before[k], o.files_rewritten) for k, o in (("submissions", subs), ("answers", answers))}

@@ -22,6 +22,7 @@ from school_equity.contracts.checks import (
     unique_key_check_result,
     validate_frame,
     validate_or_raise,
+    validate_parts_or_raise,
 )
 from school_equity.lake import Lake
 from school_equity.resources import LakeResource
@@ -73,6 +74,20 @@ def test_bad_frame_fails_naming_table_rule_and_records():
     assert [r["_row"] for r in report.sample] == [1, 2]
     assert report.sample[0]["answer_value"] == 9
     assert report.sample[0]["_rules"] == ["answer_value: less_than_or_equal_to(5)"]
+
+
+def test_parts_are_validated_as_one_frame():
+    df = good()
+    assert validate_parts_or_raise([df.head(2), df.tail(1)], Answers) == 3
+    bad = df.with_columns(answer_value=pl.Series([9, 4, 0], dtype=pl.Int16))
+    with pytest.raises(ContractViolation) as exc:
+        validate_parts_or_raise([bad.head(2), bad.head(0), bad.tail(1)], Answers, "silver/my_answers")
+    report = exc.value.report
+    # one report of every part's failures, rows numbered across the parts
+    assert report.table == "silver/my_answers" and report.rows == 3 and report.failing_rows == 2
+    assert [r["_row"] for r in report.sample] == [0, 2]
+    assert [r["answer_value"] for r in report.sample] == [9, 0]
+    assert "less_than_or_equal_to(5) x1" in str(exc.value) and "greater_than_or_equal_to(1) x1" in str(exc.value)
 
 
 def test_data_rules_run_even_when_environment_asks_for_schema_only():

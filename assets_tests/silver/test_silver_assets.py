@@ -3,6 +3,7 @@ the Bronze layout, batch partitions on a test instance, materialized in process.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import dagster as dg
@@ -216,7 +217,8 @@ def test_bad_frames_never_land(lake, instance, monkeypatch):
 
     def corrupted(bronze):
         parsed = real_parse(bronze)
-        return parsed._replace(answers=parsed.answers.with_columns(answer_value=pl.lit(9, pl.Int16)))
+        values = parsed.answer_rows.values.with_columns(answer_value=pl.lit(9, pl.Int16))
+        return parsed._replace(answer_rows=dataclasses.replace(parsed.answer_rows, values=values))
 
     monkeypatch.setattr(silver_assets, "parse_batch", corrupted)
     result = run(lake, instance, B1, raise_on_error=False)

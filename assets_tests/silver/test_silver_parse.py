@@ -29,12 +29,14 @@ from school_equity.contracts.stream import (
     SilverSurveyQuarantine,
     SilverSurveySubmissions,
 )
+from school_equity.silver.merge import key_slices
 from school_equity.silver.parse import parse_batch, parse_payload
 
 
 def assert_same_parse(a, b):
     keys = (["submission_id"], ["submission_id", "question_id"], ["kafka_partition", "kafka_offset"])
-    for fa, fb, key in zip(a[:3], b[:3], keys, strict=True):
+    pairs = ((a.submissions, b.submissions), (a.answers, b.answers), (a.quarantine, b.quarantine))
+    for (fa, fb), key in zip(pairs, keys, strict=True):
         assert_frame_equal(fa.sort(key), fb.sort(key))
     assert a.stats.valid_records == b.stats.valid_records and a.stats.quarantined == b.stats.quarantined
 
@@ -107,6 +109,30 @@ def test_newest_version_in_batch_wins_with_exactly_its_answers():
         ("s", "P01", 4), ("t", "P01", 2)
     ]
     assert parsed.stats.superseded_in_batch == 3
+
+
+def test_answers_are_held_narrow_and_built_by_part():
+    values = synthetic_payloads(600, seed=5, malformed_every=30)
+    parsed = parse_batch(bronze_frame(values))
+    rows = parsed.answer_rows
+    whole = parsed.answers
+    key = ["submission_id", "question_id"]
+    assert whole.columns == list(SilverSurveyAnswers.to_schema().columns) and whole.height == rows.height > 600
+    # the repeated submission columns are held once per version, not per answer
+    assert rows.values.columns == ["_row", "question_id", "answer_value"]
+    assert rows.versions.height == parsed.submissions.height
+    # the parts (chunks of submissions) cover every row once and split the key
+    parts = list(rows.parts(versions_per_part=97))
+    assert len(parts) == -(-parsed.submissions.height // 97)
+    assert_frame_equal(pl.concat(parts).sort(key), whole.sort(key))
+    ids = [set(p.get_column("submission_id")) for p in parts]
+    assert sum(map(len, ids)) == len(set().union(*ids))
+    # a key range's rows are the whole frame's rows in that range
+    by_range = [rows.filter(sl.expr()) for sl in key_slices()]
+    assert sum(1 for p in by_range if p.height) > 1
+    assert_frame_equal(pl.concat(by_range).sort(key), whole.sort(key))
+    assert rows.head(0).schema == whole.schema
+    validate_or_raise(whole, SilverSurveyAnswers)
 
 
 def test_v2_column_appears_only_with_v2_records():

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -257,6 +257,26 @@ def validate_or_raise(df: pl.DataFrame, contract: Contract, table: str | None = 
             report = ContractReport(table, report.rows, report.failure_cases, report.sample)
         raise ContractViolation(report)
     return df
+
+
+def validate_parts_or_raise(parts: Iterable[pl.DataFrame], contract: Contract, table: str | None = None) -> int:
+    """``validate_or_raise`` for a frame that comes in parts, each validated and dropped
+    before the next is built, so the whole frame is never held. The parts must split the
+    contract's key (no key in two parts), or a duplicate across parts would go unseen.
+    One ContractViolation covers every part's failures (``index`` and a sample's
+    ``_row``: the row's position in the parts taken one after another). Returns the
+    rows validated."""
+    rows, failed, sample = 0, [], []
+    for part in parts:
+        report = validate_frame(part, contract)
+        if not report.passed:
+            failed.append(report.failure_cases.with_columns(pl.col("index").cast(pl.Int64) + rows))
+            sample.extend({**r, "_row": r["_row"] + rows} for r in report.sample)
+        rows += part.height
+    if failed:
+        name = table or contract_table(contract)
+        raise ContractViolation(ContractReport(name, rows, pl.concat(failed), sample[:SAMPLE_SIZE]))
+    return rows
 
 
 def key_hash(key: Sequence[str]) -> pl.Expr:

@@ -23,6 +23,7 @@ from school_equity.contracts.checks import (
     table_schema,
     unique_key_check_name,
     validate_or_raise,
+    validate_parts_or_raise,
 )
 from school_equity.contracts.stream import (
     QUARANTINE_REASONS,
@@ -127,7 +128,8 @@ def _process(context: dg.AssetExecutionContext, lake: Lake, tables: SilverTables
     parsed = parse_batch(validate_or_raise(read_batch(lake, key), BronzeSurveyEvents))
     # bad data must not land: a frame that breaks its contract stops the run before any write
     validate_or_raise(parsed.submissions, SilverSurveySubmissions)
-    validate_or_raise(parsed.answers, SilverSurveyAnswers)
+    # the answers are held narrow (BatchAnswers) and checked a part at a time
+    validate_parts_or_raise(parsed.answer_rows.parts(), SilverSurveyAnswers)
     validate_or_raise(parsed.quarantine, SilverSurveyQuarantine)
     merged = merge_batch(tables, parsed)
     s = parsed.stats
@@ -153,7 +155,7 @@ class _MergedBatch:
 
     @classmethod
     def of(cls, key: str, parsed: ParsedBatch, merged: BatchMerge) -> "_MergedBatch":
-        rows = {"submissions": parsed.submissions.height, "answers": parsed.answers.height,
+        rows = {"submissions": parsed.submissions.height, "answers": parsed.answer_rows.height,
                 "quarantine": parsed.quarantine.height}
         return cls(key, parsed.stats, rows, Counter(parsed.quarantine.get_column("reason_code").to_list()), merged)
 

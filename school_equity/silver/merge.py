@@ -77,7 +77,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction, RemoveAction
 
 from school_equity.lake import Lake
-from school_equity.silver.parse import ParsedBatch
+from school_equity.silver.parse import BatchAnswers, ParsedBatch
 
 SUBMISSIONS_TABLE = "silver/survey_submissions"
 ANSWERS_TABLE = "silver/survey_answers"
@@ -651,7 +651,7 @@ def answers_changes(
 
 def merge_answers(
     uri: str,
-    answers: pl.DataFrame,
+    answers: pl.DataFrame | BatchAnswers,
     *,
     submissions_uri: str,
     batch_versions: pl.DataFrame,
@@ -661,7 +661,9 @@ def merge_answers(
     """Make the answers of every submission this batch won equal to the batch's answers.
 
     ``batch_versions``: the batch's submissions (submission_id + VERSION_COLUMNS);
-    call after ``merge_submissions`` so the table says which of them won.
+    call after ``merge_submissions`` so the table says which of them won. ``answers``
+    is read one key range at a time (``filter``), so a ``BatchAnswers`` never has the
+    whole batch's rows built at once.
     """
     versions = batch_versions.select(VERSION_KEY)
 
@@ -757,7 +759,7 @@ def merge_batch(tables: SilverTables, parsed: ParsedBatch, *, attempts: int = 6)
     submissions = merge_submissions(tables.submissions, parsed.submissions, storage_options=so, attempts=attempts)
     answers = merge_answers(
         tables.answers,
-        parsed.answers,
+        parsed.answer_rows,
         submissions_uri=tables.submissions,
         batch_versions=parsed.submissions,
         storage_options=so,
