@@ -30,7 +30,7 @@ from school_equity.contracts.stream import (
     SilverSurveySubmissions,
 )
 from school_equity.silver.merge import key_slices
-from school_equity.silver.parse import parse_batch, parse_payload
+from school_equity.silver.parse import BatchAnswers, parse_batch, parse_payload
 
 
 def assert_same_parse(a, b):
@@ -127,6 +127,9 @@ def test_answers_are_held_narrow_and_built_by_part():
     assert_frame_equal(pl.concat(parts).sort(key), whole.sort(key))
     ids = [set(p.get_column("submission_id")) for p in parts]
     assert sum(map(len, ids)) == len(set().union(*ids))
+    # a part reads a run of the values sorted by version: frames given in any order are sorted
+    shuffled = BatchAnswers(rows.values.sample(fraction=1.0, shuffle=True, seed=1), rows.versions.reverse())
+    assert_frame_equal(pl.concat(shuffled.parts(versions_per_part=97)).sort(key), whole.sort(key))
     # a key range's rows are the whole frame's rows in that range
     by_range = [rows.filter(sl.expr()) for sl in key_slices()]
     assert sum(1 for p in by_range if p.height) > 1

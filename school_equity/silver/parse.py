@@ -458,11 +458,17 @@ class BatchAnswers:
 
     ``values``: one row per answer, ``_row`` naming its version's row in ``versions``.
     ``versions``: ``_row`` and the answers contract's submission columns, one row per
-    winning version. Both in the contract's types.
+    winning version. Both in the contract's types; both are kept sorted by ``_row``, so
+    the answers of a run of versions are a run of values (``parts``).
     """
 
     values: pl.DataFrame
     versions: pl.DataFrame
+
+    def __post_init__(self) -> None:
+        # a no-op for frames already sorted (polars keeps the flag)
+        object.__setattr__(self, "values", self.values.sort("_row", maintain_order=True))
+        object.__setattr__(self, "versions", self.versions.sort("_row"))
 
     @property
     def height(self) -> int:
@@ -485,13 +491,22 @@ class BatchAnswers:
         versions: the parts split the answers' key (submission_id, question_id). A part
         of 50k versions is ~300k rows, ~30 MiB; validating a frame has a fixed cost of
         ~25 ms, so much smaller parts cost time (16k: 0.55 s against 0.25 s for a
-        250k-record batch)."""
+        250k-record batch). Each part reads only its own run of ``values``: joining each
+        part against all of them made a 1M-record batch's validation 3x slower."""
+        rows = self.values.get_column("_row")
         for start in range(0, max(self.versions.height, 1), versions_per_part):
-            yield self._rows(self.versions.slice(start, versions_per_part))
+            part = self.versions.slice(start, versions_per_part)
+            if part.height == 0:
+                yield self._rows(part)
+                continue
+            # the part's values are one run of the sorted values: no pass over all of them
+            lo = rows.search_sorted(part.get_column("_row").first(), side="left")
+            hi = rows.search_sorted(part.get_column("_row").last(), side="right")
+            yield self._rows(part, self.values.slice(lo, hi - lo))
 
-    def _rows(self, versions: pl.DataFrame) -> pl.DataFrame:
-        rows = self.values.join(versions, on="_row", how="inner", maintain_order="left")
-        return rows.select(list(ANSWER_DTYPES))
+    def _rows(self, versions: pl.DataFrame, values: pl.DataFrame | None = None) -> pl.DataFrame:
+        values = self.values if values is None else values
+        return values.join(versions, on="_row", how="inner", maintain_order="left").select(list(ANSWER_DTYPES))
 
 
 class ParsedBatch(NamedTuple):
