@@ -42,6 +42,7 @@ Within a batch only the newest version of each submission is kept: greatest
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -466,7 +467,7 @@ class BatchAnswers:
     versions: pl.DataFrame
 
     def __post_init__(self) -> None:
-        # a no-op for frames already sorted (polars keeps the flag)
+        # cheap for a frame polars knows is sorted (the versions come sorted by _row)
         object.__setattr__(self, "values", self.values.sort("_row", maintain_order=True))
         object.__setattr__(self, "versions", self.versions.sort("_row"))
 
@@ -486,7 +487,7 @@ class BatchAnswers:
         """Every answer row at once (the merge and the validation read them in parts)."""
         return self._rows(self.versions)
 
-    def parts(self, versions_per_part: int = 50_000):
+    def parts(self, versions_per_part: int = 50_000) -> Iterator[pl.DataFrame]:
         """Every answer row, in frames of the answers of up to ``versions_per_part``
         versions: the parts split the answers' key (submission_id, question_id). A part
         of 50k versions is ~300k rows, ~30 MiB; validating a frame has a fixed cost of
