@@ -251,11 +251,7 @@ def validate_frame(
 def validate_or_raise(df: pl.DataFrame, contract: Contract, table: str | None = None) -> pl.DataFrame:
     """Validate before a write: return ``df`` unchanged, or raise ContractViolation
     naming the table, each broken rule with its count, and sample failing records."""
-    report = validate_frame(df, contract)
-    if not report.passed:
-        if table is not None and table != report.table:
-            report = ContractReport(table, report.rows, report.failure_cases, report.sample)
-        raise ContractViolation(report)
+    validate_parts_or_raise([df], contract, table)
     return df
 
 
@@ -270,12 +266,13 @@ def validate_parts_or_raise(parts: Iterable[pl.DataFrame], contract: Contract, t
     for part in parts:
         report = validate_frame(part, contract)
         if not report.passed:
-            failed.append(report.failure_cases.with_columns(pl.col("index").cast(pl.Int64) + rows))
+            failed.append(report.failure_cases.with_columns(pl.col("index") + rows))
             sample.extend({**r, "_row": r["_row"] + rows} for r in report.sample)
-        rows += part.height
+        rows += report.rows
     if failed:
         name = table or contract_table(contract)
-        raise ContractViolation(ContractReport(name, rows, pl.concat(failed), sample[:SAMPLE_SIZE]))
+        failure_cases = pl.concat(failed, how="vertical_relaxed")
+        raise ContractViolation(ContractReport(name, rows, failure_cases, sample[:SAMPLE_SIZE]))
     return rows
 
 
