@@ -1,12 +1,15 @@
 """1. Kafka -> Bronze throughput: the project's landing (`land_batch` over a manifest that
-covers the whole topic) against three readers of exactly the same offsets:
+covers the whole topic) against readers of exactly the same offsets:
 
 (a) kafka-python raw range read, no decoding beyond what the client itself does
-    (the limit of the client the project uses);
-(b) confluent-kafka (librdkafka, C) consuming the same offsets (the broker's limit
-    with a C client);
+    (the limit of the client's own reader; the landing uses the client's connections
+    and decodes the Fetch responses itself, school_equity.kafka.records);
+(b) confluent-kafka (librdkafka, C) consuming the same offsets (a C client, one Python
+    message object a record);
 (c) a tutorial-style consumer: kafka-python with its default settings, one
-    `json.loads` and one row append per message, then a single Parquet write.
+    `json.loads` and one row append per message, then a single Parquet write;
+(d) the Fetch requests alone, record batches skipped by their headers (the broker's
+    and the network's limit).
 
 Targets: landing >= 0.8x (a) and >= 5x (c).
 """
@@ -128,6 +131,56 @@ def confluent_consume(bootstrap: str, topic: str, ends: dict[int, int]) -> tuple
     return n, t.s
 
 
+def raw_fetch(bootstrap: str, topic: str, ends: dict[int, int]) -> tuple[int, float]:
+    """Fetch requests for the same offsets, each response's record batches walked by their
+    headers only: nothing decompressed, no record decoded (the broker's and the network's
+    limit, whatever the client). kafka-python's request classes, sent through a
+    consumer's connection."""
+    import struct
+
+    from kafka import TopicPartition
+    from kafka.protocol.consumer import FetchRequest
+
+    from school_equity.kafka.client import make_consumer
+
+    header = struct.Struct(">qiibIhiqqqhii")  # a v2 batch header
+    consumer = make_consumer(bootstrap)
+    consumer.partitions_for_topic(topic)
+    manager = consumer._manager
+    position = {p: 0 for p, e in ends.items() if e > 0}
+    n = 0
+    try:
+        with Timer() as t:
+            while open_parts := [p for p in position if position[p] < ends[p]]:
+                leader = manager.cluster.leader_for_partition(TopicPartition(topic, open_parts[0]))
+                request = FetchRequest(
+                    max_wait_ms=100, min_bytes=1, max_bytes=64 << 20, isolation_level=0, session_id=0,
+                    session_epoch=-1, forgotten_topics_data=[], rack_id="", min_version=4, max_version=12,
+                    topics=[FetchRequest.FetchTopic(topic=topic, partitions=[
+                        FetchRequest.FetchTopic.FetchPartition(
+                            partition=p, current_leader_epoch=-1, fetch_offset=position[p], last_fetched_epoch=-1,
+                            log_start_offset=-1, partition_max_bytes=2 << 20)
+                        for p in open_parts])])
+
+                async def send(request=request, leader=leader):
+                    return await manager.send(request, node_id=leader)
+
+                for answer in manager.run(send).responses:
+                    for data in answer.partitions:
+                        buf, i, p = data.records or b"", 0, data.partition_index
+                        while i + header.size <= len(buf):
+                            h = header.unpack_from(buf, i)
+                            if i + 12 + h[1] > len(buf):
+                                break
+                            first, last = max(h[0], position[p]), min(h[0] + h[6] + 1, ends[p])
+                            n += max(0, last - first)
+                            position[p] = max(position[p], min(h[0] + h[6] + 1, ends[p]))
+                            i += 12 + h[1]
+    finally:
+        consumer.close(autocommit=False)
+    return n, t.s
+
+
 def naive_consumer(bootstrap: str, topic: str, ends: dict[int, int], out_dir: Path) -> tuple[int, float]:
     """What tutorials show: default client settings, iterate the consumer, json.loads and
     a dict per message, then one Parquet write of all rows. Bad JSON is skipped (a
@@ -243,6 +296,9 @@ def run(events: int, reps: int, seed: int = 7, log=print) -> Section:
             "(a') kafka-python raw range read, collector paused": case(
                 "raw_paused", lambda: kafka_python_raw(broker.bootstrap, TOPIC, ends, collector_paused=True)
             ),
+            "(d) Fetch requests alone, batches not decoded": case(
+                "fetch", lambda: raw_fetch(broker.bootstrap, TOPIC, ends)
+            ),
             "(b) confluent-kafka consume": case(
                 "confluent", lambda: confluent_consume(broker.bootstrap, TOPIC, ends)
             ),
@@ -252,17 +308,16 @@ def run(events: int, reps: int, seed: int = 7, log=print) -> Section:
         }
         times = interleave(cases, reps, log=log)
         bronze_bytes = sum(f.stat().st_size for f in (tmp / "lake").rglob("*.parquet"))
-        profile = None
         ratio_raw = median(times["(a) kafka-python raw range read"]) / median(
             times["project landing (land_batch)"]
         )
         ratio_naive = median(times["(c) naive json.loads + rows + one Parquet write"]) / median(
             times["project landing (land_batch)"]
         )
-        if ratio_raw < 0.8 or ratio_naive < 5:
-            log("  a target is missed: profiling one landing")
-            _, profile = profile_call(lambda: project_landing(broker.bootstrap, TOPIC, ends, tmp / "lake"),
-                                      pure_python=True)
+        # profiled whether or not a target is missed: where its time goes is the evidence either way
+        log("  profiling one landing")
+        _, profile = profile_call(lambda: project_landing(broker.bootstrap, TOPIC, ends, tmp / "lake"),
+                                  pure_python=True)
 
     rate = {name: total / median(ts) for name, ts in times.items()}
     proj = rate["project landing (land_batch)"]
@@ -270,6 +325,7 @@ def run(events: int, reps: int, seed: int = 7, log=print) -> Section:
     raw_paused = rate["(a') kafka-python raw range read, collector paused"]
     conf = rate["(b) confluent-kafka consume"]
     naive = rate["(c) naive json.loads + rows + one Parquet write"]
+    fetch = rate["(d) Fetch requests alone, batches not decoded"]
     m = "1. Kafka -> Bronze"
     sec.figures += [
         Figure(m, "project landing (land_batch)", proj, "events/s"),
@@ -290,8 +346,8 @@ def run(events: int, reps: int, seed: int = 7, log=print) -> Section:
             "events/s",
             "(a') " + f"{raw_paused:,.0f}/s",
             proj / raw_paused,
-            note="information: the landing pauses Python's cyclic collector while it reads; "
-            "(a) reads with it on, as any reader does by default",
+            note="information: kafka-python's reader at its best; (a) reads with the collector on, "
+            "as any reader does by default",
         ),
         Figure(
             m,
@@ -310,7 +366,17 @@ def run(events: int, reps: int, seed: int = 7, log=print) -> Section:
             "events/s",
             "(b) " + f"{conf:,.0f}/s",
             proj / conf,
-            note="information: the broker's limit with a C client",
+            note="information: librdkafka's consumer, one Python message object a record",
+        ),
+        Figure(
+            m,
+            "landing vs (d) the Fetch requests alone",
+            proj,
+            "events/s",
+            "(d) " + f"{fetch:,.0f}/s",
+            proj / fetch,
+            note="information: the broker's and the network's limit; the same offsets fetched, each "
+            "record batch skipped by its header, nothing decompressed or decoded",
         ),
     ]
     sec.notes.append(
@@ -326,7 +392,9 @@ def run(events: int, reps: int, seed: int = 7, log=print) -> Section:
         )
     )
     if profile:
-        sec.notes.append("Profile of one landing (a target was missed): " + profile)
+        why = "every target met: where its time goes" if ratio_raw >= 0.8 and ratio_naive >= 5 \
+            else "a target was missed"
+        sec.notes.append(f"Profile of one landing ({why}): " + profile)
     sec.raw = {"events": total, "seconds": times, "events_per_s": rate}
     sec.elapsed_s = time.perf_counter() - started
     return sec

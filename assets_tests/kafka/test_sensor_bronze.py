@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import io
 import json
 import time
@@ -161,59 +160,36 @@ def test_crash_between_write_and_commit_loses_and_duplicates_nothing(stream, bro
         consumer.close()
 
 
-class _PollRecorder:
-    """The real consumer; notes whether Python's cyclic collector is on at each poll."""
+def test_a_read_that_fails_midway_leaves_no_file_and_commits_nothing(stream, broker, topic_name, tmp_path,
+                                                                     monkeypatch):
+    import school_equity.kafka.client as client
 
-    def __init__(self, consumer, seen: list):
-        self._consumer, self._seen = consumer, seen
-
-    def __getattr__(self, name):
-        return getattr(self._consumer, name)
-
-    def poll(self, *args, **kwargs):
-        self._seen.append(gc.isenabled())
-        return self._consumer.poll(*args, **kwargs)
-
-
-class _BrokerGone(_PollRecorder):
-    def poll(self, *args, **kwargs):
-        super().poll(*args, **kwargs)
-        raise ConnectionError("broker went away mid-read")
-
-
-def test_landing_pauses_the_cyclic_collector_while_it_reads_and_restores_it(stream, broker, topic_name, tmp_path):
     defs, instance, lake = stream
     produce_raw(broker.bootstrap, topic_name, _records(900))
     manifest = read_manifest(lake, tick(defs, instance, None).run_requests[0].partition_key)
     kafka = KafkaResource(bootstrap_servers=broker.bootstrap, topic=topic_name,
                           consumer_group=f"school_equity.bronze.{topic_name}")
-    assert gc.isenabled()
+    real_fetch, fetches = client._fetch, []
+
+    def second_fetch_fails(*args):
+        fetches.append(1)
+        if len(fetches) == 2:
+            raise ConnectionError("broker went away mid-read")
+        return real_fetch(*args)
+
     consumer = kafka.consumer()
     try:
-        seen: list = []
-        result = land_batch(lake, _PollRecorder(consumer, seen), manifest, commit=False,
-                            after_write=lambda _: seen.append(("after the writes", gc.isenabled())))
-        assert result.rows == 900
-        assert seen[-1] == ("after the writes", True)
-        assert seen[:-1] and not any(seen[:-1])  # paused at every poll
-        assert gc.isenabled()
-
-        # a read that fails restores it too, and leaves no file behind
         other = Lake(str(tmp_path / "other_lake"))
-        seen = []
+        monkeypatch.setattr(client, "FETCH_PARTITION_BYTES", 4096)  # several fetches
+        monkeypatch.setattr(client, "_fetch", second_fetch_fails)
         with pytest.raises(ConnectionError, match="mid-read"):
-            land_batch(other, _BrokerGone(consumer, seen), manifest, commit=False)
-        assert seen == [False]
-        assert gc.isenabled()
+            land_batch(other, consumer, manifest)
+        assert len(fetches) == 2
         assert not other.list("bronze")
-
-        # a caller that paused it itself keeps it paused
-        gc.disable()
-        try:
-            land_batch(Lake(str(tmp_path / "third_lake")), consumer, manifest, commit=False)
-            assert not gc.isenabled()
-        finally:
-            gc.enable()
+        assert all(consumer.committed(TopicPartition(topic_name, r.partition)) is None for r in manifest.ranges)
+        monkeypatch.setattr(client, "_fetch", real_fetch)
+        result = land_batch(other, consumer, manifest)
+        assert result.rows == 900 and len(other.list("bronze")) == len(manifest.ranges)
     finally:
         consumer.close()
 

@@ -12,24 +12,21 @@ group offset, which the re-run fixes without rewriting the file.
 from __future__ import annotations
 
 import contextlib
-import itertools
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from operator import attrgetter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from school_equity.bronze.store import BRONZE_SCHEMA, range_file
-from school_equity.collector import collector_paused
-from school_equity.kafka.client import commit_if_ahead, iter_ranges
+from school_equity.kafka.client import commit_if_ahead, iter_range_columns
 from school_equity.kafka.offsets import BatchManifest, OffsetRange
+from school_equity.kafka.records import RecordColumns
 from school_equity.lake import Lake
 
 MANIFEST_PREFIX = "_manifests/survey_batches"
-
-_HEADER_TYPE = BRONZE_SCHEMA.field("headers").type
 
 
 def manifest_path(batch_id: str) -> str:
@@ -46,42 +43,23 @@ def read_manifest(lake: Lake, batch_id: str) -> BatchManifest:
     return BatchManifest.from_json(lake.read_bytes(path).decode())
 
 
-def headers_array(msgs: list) -> pa.Array:
-    """The records' headers as list<struct<key, value>>, built from flat key and value
-    columns and list offsets: converting a Python list of tuple lists per record was
-    ~1.9 s per million records with the producer's two headers, this is ~0.3 s."""
-    per_record = [m.headers or () for m in msgs]
-    offsets = pa.array(list(itertools.accumulate(map(len, per_record), initial=0)), pa.int32())
-    flat = list(itertools.chain.from_iterable(per_record))
-    entries = pa.StructArray.from_arrays(
-        [pa.array([k for k, _ in flat], pa.string()), pa.array([v for _, v in flat], pa.binary())],
-        fields=list(_HEADER_TYPE.value_type),
-    )
-    return pa.ListArray.from_arrays(offsets, entries, type=_HEADER_TYPE)
-
-
-def records_to_arrow(msgs: list, batch_id: str, ingested_at: datetime) -> pa.Table:
-    """Kafka records -> Bronze columns, payload kept byte for byte. Attribute reads by
-    ``attrgetter`` and the two constant columns as one repeated scalar: 0.99 -> 0.68 us
-    a record (a list of 10k ``datetime`` objects alone cost 0.22 us a record)."""
-    n = len(msgs)
-
-    def column(name: str, type_: pa.DataType) -> pa.Array:
-        return pa.array(list(map(attrgetter(name), msgs)), type_)
-
-    cols = [
-        column("topic", pa.string()),
-        column("partition", pa.int32()),
-        column("offset", pa.int64()),
-        column("timestamp", pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
-        column("timestamp_type", pa.int8()),
-        column("key", pa.binary()),
-        column("value", pa.binary()),
-        headers_array(msgs),
+def columns_to_arrow(cols: RecordColumns, topic: str, batch_id: str, ingested_at: datetime) -> pa.Table:
+    """Decoded Kafka records -> Bronze columns, payload kept byte for byte; the constant
+    columns as one repeated scalar each."""
+    n = len(cols)
+    arrays = [
+        pa.repeat(pa.scalar(topic, pa.string()), n),
+        pa.repeat(pa.scalar(cols.partition, pa.int32()), n),
+        pa.array(cols.offset, pa.int64()),
+        cols.timestamp.cast(pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        cols.timestamp_type.cast(pa.int8()),
+        cols.key,
+        cols.value,
+        cols.headers,
         pa.repeat(pa.scalar(batch_id, pa.string()), n),
         pa.repeat(pa.scalar(ingested_at, pa.timestamp("us", tz="UTC")), n),
     ]
-    return pa.Table.from_arrays(cols, schema=BRONZE_SCHEMA)
+    return pa.Table.from_arrays(arrays, schema=BRONZE_SCHEMA)
 
 
 # Dictionary encoding only where values repeat: tried on the payloads (all distinct) it
@@ -139,9 +117,7 @@ def land_ranges(
         else:
             todo.append(r)
     if todo:
-        # the records of a chunk outlive the collector's young generations: paused, it
-        # does not walk them again at every collection (school_equity.collector)
-        with collector_paused(), contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack:
             writers: dict[OffsetRange, pq.ParquetWriter] = {}
             rows = dict.fromkeys(todo, 0)
             for r in todo:
@@ -149,10 +125,20 @@ def land_ranges(
                 writers[r] = pq.ParquetWriter(f, BRONZE_SCHEMA, compression="zstd", use_dictionary=DICTIONARY_COLUMNS)
                 # closed before its atomic writer finishes (ExitStack unwinds in reverse)
                 stack.callback(writers[r].close)
-            for r, chunk in iter_ranges(consumer, topic, todo):
-                table = records_to_arrow(chunk, batch_id, ingested_at)
-                writers[r].write_table(table)
+            # A chunk is compressed and written in a thread while the next one is fetched and
+            # decoded: Arrow's writer releases the GIL, so the two share the cores. One write
+            # at a time, in order; the pool is shut down (its last write finished or failed)
+            # before the writers close.
+            pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="bronze-write"))
+            pending: Future | None = None
+            for r, cols in iter_range_columns(consumer, topic, todo):
+                table = columns_to_arrow(cols, topic, batch_id, ingested_at)
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(writers[r].write_table, table)
                 rows[r] += table.num_rows
+            if pending is not None:
+                pending.result()
             for r in todo:
                 if rows[r] == 0:
                     writers[r].write_table(BRONZE_SCHEMA.empty_table())
