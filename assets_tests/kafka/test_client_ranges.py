@@ -59,3 +59,32 @@ def test_a_range_the_log_cannot_fill_raises(broker, topic_name):
             _read(consumer, topic_name, [OffsetRange(0, 0, 5), OffsetRange(0, 5, 10)])
     finally:
         consumer.close(autocommit=False)
+
+
+def test_a_lost_connection_is_retried_until_the_stall_timeout(broker, topic_name, monkeypatch):
+    import kafka.errors
+
+    import school_equity.kafka.client as client
+
+    create_topic(broker.bootstrap, topic_name, partitions=1)
+    produce_raw(broker.bootstrap, topic_name, [(b"k", b"v")] * 10)
+    consumer = make_consumer(broker.bootstrap)
+    real_fetch, calls = client._fetch, []
+
+    def flaky(*args):
+        calls.append(1)
+        if len(calls) == 1 or fail_always:
+            raise kafka.errors.KafkaConnectionError("connection reset")
+        return real_fetch(*args)
+
+    try:
+        fail_always = False
+        monkeypatch.setattr(client, "_fetch", flaky)
+        assert _read(consumer, topic_name, [OffsetRange(0, 0, 10)]) == {0: list(range(10))}
+        assert len(calls) >= 2
+        fail_always = True
+        with pytest.raises(RuntimeError, match=r"stalled at offset 0 .*the broker did not serve it "
+                                               r"\(last error: KafkaConnectionError"):
+            _read(consumer, topic_name, [OffsetRange(0, 0, 10)], stall_timeout_s=0.5)
+    finally:
+        consumer.close(autocommit=False)

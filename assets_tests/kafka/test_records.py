@@ -140,3 +140,16 @@ def test_corruption_is_named_with_its_partition_and_offset():
     buf[61] = 2 * 9
     with pytest.raises(CorruptRecordError, match="partition 3: record batch at offset 42"):
         decode_record_set(bytes(buf), 3, 0, 100, check_crcs=False)
+
+
+def test_a_length_pointing_past_the_records_is_named():
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=NONE, is_transactional=False, producer_id=-1,
+                                  producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    b.append(0, timestamp=1, key=b"k", value=b"v", headers=[])
+    buf = bytearray(b.build())
+    struct.pack_into(">q", buf, 0, 7)
+    # record: length, attributes, timestamp delta, offset delta, key length (zigzag 1 = 2)
+    assert buf[61 + 4] == 2
+    buf[61 + 4] = 0x7E  # key length 63: past the record and the batch
+    with pytest.raises(CorruptRecordError, match="partition 3: record batches at offsets 7..7"):
+        decode_record_set(bytes(buf), 3, 0, 100, check_crcs=False)

@@ -154,6 +154,7 @@ def iter_range_columns(consumer: KafkaConsumer, topic: str, ranges: list[OffsetR
     check_crcs = bool(consumer.config.get("check_crcs", True))
     position = {p: r.start for p, r in todo.items()}
     high_watermark: dict[int, int] = {}
+    last_error = ""
     last_progress = time.monotonic()
     if any(cluster.leader_for_partition(TopicPartition(topic, p)) is None for p in todo):
         topic_partitions(consumer, topic)  # fetches the topic's metadata if it is not known yet
@@ -180,7 +181,8 @@ def iter_range_columns(consumer: KafkaConsumer, topic: str, ranges: list[OffsetR
             )
             try:
                 response = _fetch(consumer, leader, request)
-            except Errors.KafkaConnectionError:
+            except Errors.KafkaConnectionError as e:
+                last_error = f"{type(e).__name__}: {e}"
                 cluster.request_update()  # the leader may have moved; retried until the stall timeout
                 continue
             for answer in response.responses:
@@ -196,6 +198,7 @@ def iter_range_columns(consumer: KafkaConsumer, topic: str, ranges: list[OffsetR
                             f"(the broker says it is out of range); the log no longer holds this range")
                     if error is not Errors.NoError:
                         if issubclass(error, Errors.InvalidMetadataError) or error.retriable:
+                            last_error = f"{error.__name__} for partition {p}"
                             cluster.request_update()
                             continue
                         raise error(f"{topic}[{p}]: fetch at offset {position[p]}")
@@ -216,7 +219,9 @@ def iter_range_columns(consumer: KafkaConsumer, topic: str, ranges: list[OffsetR
             r = todo[p]
             raise RuntimeError(
                 f"{topic}[{p}]: range [{r.start}, {r.end}) stalled at offset {position[p]} "
-                f"(log high watermark {high_watermark.get(p)}); the log no longer holds this range"
+                f"(log high watermark {high_watermark.get(p)}); "
+                + (f"the broker did not serve it (last error: {last_error})" if last_error
+                   else "the log no longer holds this range")
             )
         elif not by_leader:
             time.sleep(0.05)  # waiting for metadata

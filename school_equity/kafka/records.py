@@ -256,7 +256,7 @@ def _decode_v2(segments: list[bytes], counts: np.ndarray, bases: np.ndarray, fir
             vl, q = _varints(buf, q)
             hv_pos[at], hv_len[at] = q, vl
             p[rec] = q + np.maximum(vl, 0)
-    except ValueError as e:
+    except (ValueError, IndexError) as e:  # IndexError: a length that points past the records
         raise CorruptRecordError(f"partition {partition}: record batches at offsets "
                                  f"{int(bases[0])}..{int(bases[-1])}: {e}") from None
     wrong = p != starts + lengths
