@@ -134,7 +134,7 @@ def iter_range_columns(consumer: KafkaConsumer, topic: str, ranges: list[OffsetR
 
     The consumer's connections and metadata are used, not its fetcher: Fetch responses
     are decoded by ``school_equity.kafka.records`` straight into columns, where the
-    fetcher makes Python objects of every record (~9 us a record against ~1.5). The
+    fetcher makes Python objects of every record (~7-11 us a record against ~2). The
     request is kafka-python's own ``FetchRequest`` (a full fetch, no fetch session;
     read-uncommitted, as the consumer reads by default), sent through its IO thread
     (``KafkaConsumer._manager``, internal: kafka-python is pinned exactly). The
