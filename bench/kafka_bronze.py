@@ -132,50 +132,35 @@ def confluent_consume(bootstrap: str, topic: str, ends: dict[int, int]) -> tuple
 
 
 def raw_fetch(bootstrap: str, topic: str, ends: dict[int, int]) -> tuple[int, float]:
-    """Fetch requests for the same offsets, each response's record batches walked by their
-    headers only: nothing decompressed, no record decoded (the broker's and the network's
-    limit, whatever the client). kafka-python's request classes, sent through a
-    consumer's connection."""
-    import struct
-
+    """The landing's Fetch requests for the same offsets, each response's record batches
+    walked by their headers only: nothing decompressed, no record decoded (the broker's
+    and the network's limit, whatever the client)."""
     from kafka import TopicPartition
-    from kafka.protocol.consumer import FetchRequest
 
-    from school_equity.kafka.client import make_consumer
+    from school_equity.kafka.client import FETCH_PARTITION_BYTES, _fetch, fetch_request, make_consumer
+    from school_equity.kafka.records import _BATCH_HEADER, _LOG_OVERHEAD
 
-    header = struct.Struct(">qiibIhiqqqhii")  # a v2 batch header
     consumer = make_consumer(bootstrap)
     consumer.partitions_for_topic(topic)
-    manager = consumer._manager
+    cluster = consumer._manager.cluster
     position = {p: 0 for p, e in ends.items() if e > 0}
     n = 0
     try:
         with Timer() as t:
-            while open_parts := [p for p in position if position[p] < ends[p]]:
-                leader = manager.cluster.leader_for_partition(TopicPartition(topic, open_parts[0]))
-                request = FetchRequest(
-                    max_wait_ms=100, min_bytes=1, max_bytes=64 << 20, isolation_level=0, session_id=0,
-                    session_epoch=-1, forgotten_topics_data=[], rack_id="", min_version=4, max_version=12,
-                    topics=[FetchRequest.FetchTopic(topic=topic, partitions=[
-                        FetchRequest.FetchTopic.FetchPartition(
-                            partition=p, current_leader_epoch=-1, fetch_offset=position[p], last_fetched_epoch=-1,
-                            log_start_offset=-1, partition_max_bytes=2 << 20)
-                        for p in open_parts])])
-
-                async def send(request=request, leader=leader):
-                    return await manager.send(request, node_id=leader)
-
-                for answer in manager.run(send).responses:
+            while open_parts := {p: position[p] for p in position if position[p] < ends[p]}:
+                leader = cluster.leader_for_partition(TopicPartition(topic, min(open_parts)))
+                response = _fetch(consumer, leader, fetch_request(consumer, topic, open_parts, FETCH_PARTITION_BYTES))
+                for answer in response.responses:
                     for data in answer.partitions:
                         buf, i, p = data.records or b"", 0, data.partition_index
-                        while i + header.size <= len(buf):
-                            h = header.unpack_from(buf, i)
-                            if i + 12 + h[1] > len(buf):
+                        while i + _BATCH_HEADER.size <= len(buf):
+                            h = _BATCH_HEADER.unpack_from(buf, i)
+                            if i + _LOG_OVERHEAD + h[1] > len(buf):
                                 break
-                            first, last = max(h[0], position[p]), min(h[0] + h[6] + 1, ends[p])
-                            n += max(0, last - first)
-                            position[p] = max(position[p], min(h[0] + h[6] + 1, ends[p]))
-                            i += 12 + h[1]
+                            after = min(h[0] + h[6] + 1, ends[p])
+                            n += max(0, after - max(h[0], position[p]))
+                            position[p] = max(position[p], after)
+                            i += _LOG_OVERHEAD + h[1]
     finally:
         consumer.close(autocommit=False)
     return n, t.s

@@ -125,6 +125,22 @@ def _fetch(consumer: KafkaConsumer, node_id: int, request: FetchRequest):
     return manager.run(send)
 
 
+def fetch_request(consumer: KafkaConsumer, topic: str, positions: dict[int, int], partition_bytes: int) -> FetchRequest:
+    """A full Fetch (no fetch session, read-uncommitted) of ``topic``'s partitions from
+    their ``positions``, up to ``partition_bytes`` a partition."""
+    return FetchRequest(
+        max_wait_ms=consumer.config["fetch_max_wait_ms"], min_bytes=1,
+        max_bytes=max(consumer.config["fetch_max_bytes"], partition_bytes * len(positions)),
+        isolation_level=0, session_id=0, session_epoch=-1,
+        topics=[FetchRequest.FetchTopic(topic=topic, partitions=[
+            FetchRequest.FetchTopic.FetchPartition(
+                partition=p, current_leader_epoch=-1, fetch_offset=offset, last_fetched_epoch=-1,
+                log_start_offset=-1, partition_max_bytes=partition_bytes)
+            for p, offset in positions.items()])],
+        forgotten_topics_data=[], rack_id="", min_version=4, max_version=12,
+    )
+
+
 def iter_range_columns(consumer: KafkaConsumer, topic: str, ranges: list[OffsetRange], *,
                        stall_timeout_s: float = 20.0,
                        partition_bytes: int | None = None) -> Iterator[tuple[OffsetRange, RecordColumns]]:
@@ -168,17 +184,7 @@ def iter_range_columns(consumer: KafkaConsumer, topic: str, ranges: list[OffsetR
                 by_leader.setdefault(leader, []).append(p)
         progressed = False
         for leader, parts in by_leader.items():
-            request = FetchRequest(
-                max_wait_ms=consumer.config["fetch_max_wait_ms"], min_bytes=1,
-                max_bytes=max(consumer.config["fetch_max_bytes"], partition_bytes * len(parts)),
-                isolation_level=0, session_id=0, session_epoch=-1,
-                topics=[FetchRequest.FetchTopic(topic=topic, partitions=[
-                    FetchRequest.FetchTopic.FetchPartition(
-                        partition=p, current_leader_epoch=-1, fetch_offset=position[p], last_fetched_epoch=-1,
-                        log_start_offset=-1, partition_max_bytes=partition_bytes)
-                    for p in parts])],
-                forgotten_topics_data=[], rack_id="", min_version=4, max_version=12,
-            )
+            request = fetch_request(consumer, topic, {p: position[p] for p in parts}, partition_bytes)
             try:
                 response = _fetch(consumer, leader, request)
             except Errors.KafkaConnectionError as e:

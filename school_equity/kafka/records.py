@@ -78,7 +78,7 @@ def decode_record_set(data: bytes | memoryview, partition: int, lo: int, hi: int
     for the next fetch."""
     data = memoryview(data).cast("B")
     pos, legacy = 0, False
-    segments: list[bytes] = []
+    segments: list[bytes | memoryview] = []
     counts, bases, first_ts, max_ts, ts_types = [], [], [], [], []
     next_offset = None
     while pos + _BATCH_HEADER.size <= len(data):
@@ -100,7 +100,7 @@ def decode_record_set(data: bytes | memoryview, partition: int, lo: int, hi: int
                     raise CorruptRecordError(f"partition {partition}: record batch at offset {base} "
                                              f"has unknown compression codec {codec_id}")
                 body = _CODECS[codec_id](body.tobytes())
-            segments.append(bytes(body))
+            segments.append(body)  # joined once in _decode_v2: no copy here
             counts.append(count)
             bases.append(base)
             first_ts.append(h[7])
@@ -177,15 +177,21 @@ def _varints(buf: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (v >> 1) ^ -(v & 1), after
 
 
+def _list_offsets(counts: np.ndarray) -> np.ndarray:
+    """Where each record's entries start in the flat entries, and their end."""
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
 _INLINE = 12  # a binary view holds values of up to 12 bytes itself
 
 
-def _binary(raw: bytes, buf: np.ndarray, pos: np.ndarray, length: np.ndarray,
-            type_: pa.DataType = pa.binary()) -> pa.Array:
+def _binary(buf: np.ndarray, pos: np.ndarray, length: np.ndarray, type_: pa.DataType = pa.binary()) -> pa.Array:
     """An Arrow binary (or string) array of the byte ranges ``[pos, pos + length)`` of
-    ``raw`` (``buf``: the same bytes as numpy); a negative length is null.
+    ``buf``; a negative length is null.
 
-    Built as a binary *view* array over ``raw`` (16 bytes a value: its length, and its
+    Built as a binary *view* array over ``buf`` (16 bytes a value: its length, and its
     first bytes and position, or the whole value when short), which Arrow then copies
     into a plain binary array value by value: the per-byte work is Arrow's memcpy."""
     n = len(pos)
@@ -205,12 +211,12 @@ def _binary(raw: bytes, buf: np.ndarray, pos: np.ndarray, length: np.ndarray,
     views[long_, 12:16] = pos[long_].astype("<i4").view(np.uint8).reshape(-1, 4)
     nulls = n - int(valid.sum())
     validity = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
-    view = pa.Array.from_buffers(pa.binary_view(), n, [validity, pa.py_buffer(views), pa.py_buffer(raw)],
+    view = pa.Array.from_buffers(pa.binary_view(), n, [validity, pa.py_buffer(views), pa.py_buffer(buf)],
                                  null_count=nulls)
     return view.cast(type_)
 
 
-def _decode_v2(segments: list[bytes], counts: np.ndarray, bases: np.ndarray, first_ts: np.ndarray,
+def _decode_v2(segments: list[bytes | memoryview], counts: np.ndarray, bases: np.ndarray, first_ts: np.ndarray,
                max_ts: np.ndarray, ts_types: np.ndarray, partition: int, lo: int, hi: int) -> RecordColumns:
     raw = b"".join([*segments, bytes(_PAD)])
     total = int(counts.sum())
@@ -241,8 +247,7 @@ def _decode_v2(segments: list[bytes], counts: np.ndarray, bases: np.ndarray, fir
         header_count, p = _varints(buf, p)
         if (header_count < 0).any():
             raise ValueError("a negative number of headers")
-        header_offsets = np.zeros(total + 1, np.int64)
-        np.cumsum(header_count, out=header_offsets[1:])
+        header_offsets = _list_offsets(header_count)
         n_headers = int(header_offsets[-1])
         hk_pos, hk_len = np.empty(n_headers, np.int64), np.empty(n_headers, np.int64)
         hv_pos, hv_len = np.empty(n_headers, np.int64), np.empty(n_headers, np.int64)
@@ -275,19 +280,18 @@ def _decode_v2(segments: list[bytes], counts: np.ndarray, bases: np.ndarray, fir
         key_pos, key_len, value_pos, value_len = key_pos[keep], key_len[keep], value_pos[keep], value_len[keep]
         header_count = header_count[keep]
         hk_pos, hk_len, hv_pos, hv_len = hk_pos[entry_keep], hk_len[entry_keep], hv_pos[entry_keep], hv_len[entry_keep]
-        header_offsets = np.zeros(len(header_count) + 1, np.int64)
-        np.cumsum(header_count, out=header_offsets[1:])
+        header_offsets = _list_offsets(header_count)
     try:
-        header_keys = _binary(raw, buf, hk_pos, hk_len, pa.string())
+        header_keys = _binary(buf, hk_pos, hk_len, pa.string())
     except pa.ArrowInvalid:
         raise CorruptRecordError(f"partition {partition}: a header key of a record at offsets "
                                  f"{int(offset[0])}..{int(offset[-1])} is not UTF-8") from None
-    entries = pa.StructArray.from_arrays([header_keys, _binary(raw, buf, hv_pos, hv_len)],
+    entries = pa.StructArray.from_arrays([header_keys, _binary(buf, hv_pos, hv_len)],
                                          fields=list(HEADER_TYPE.value_type))
     headers = pa.ListArray.from_arrays(pa.array(header_offsets, pa.int32()), entries, type=HEADER_TYPE)
     return RecordColumns(partition, offset, pa.array(timestamp), pa.array(ts_types[batch_of]),
-                         _binary(raw, buf, key_pos, key_len),
-                         _binary(raw, buf, value_pos, value_len), headers)
+                         _binary(buf, key_pos, key_len),
+                         _binary(buf, value_pos, value_len), headers)
 
 
 def _decode_legacy(data: memoryview, partition: int, lo: int, hi: int, check_crcs: bool) -> DecodedSet:
