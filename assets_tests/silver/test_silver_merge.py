@@ -622,6 +622,68 @@ def test_file_stats_of_a_timestamp_without_time_zone_are_its_wall_time_whatever_
     assert theirs["max.t"] == datetime(2026, 3, 2, 23, 30, 0)
 
 
+def test_file_stats_read_from_the_parquet_footer_equal_the_ones_computed_from_the_rows():
+    """The one-commit append reads each file's stats from the footer polars wrote
+    (``_parquet_stats``) instead of a second pass over the rows: for every column kind the
+    tables hold, row groups with and without values, strings past ASCII, zones other than
+    UTC, and files written without statistics or bounds (read from the rows), they are the same
+    JSON ``_file_stats`` computes."""
+    import io
+    import random
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from school_equity.silver.merge import _BatchCommit, _file_stats, _parquet_stats
+
+    rng = random.Random(11)
+    t0 = datetime(2026, 3, 2, 5, 0, tzinfo=UTC)
+
+    def maybe(v, p=0.2):
+        return None if rng.random() < p else v
+
+    n = 500
+    frame = pl.DataFrame({
+        "submission_id": [maybe("".join(rng.choice("ab\u00e9\u20ac\U0001F600Z0") for _ in range(rng.randint(1, 6))))
+                          for _ in range(n)],
+        "answer_value": pl.Series([maybe(rng.randint(-5, 5)) for _ in range(n)], dtype=pl.Int16),
+        "kafka_offset": pl.Series([rng.randint(0, 10**12) for _ in range(n)], dtype=pl.Int64),
+        "event_time": pl.Series([maybe(t0 + timedelta(microseconds=rng.randint(0, 10**10))) for _ in range(n)]),
+        "local_time": pl.Series([maybe(datetime(2026, 3, 2) + timedelta(microseconds=rng.randint(0, 10**9)))
+                                 for _ in range(n)]),
+        "ny_time": pl.Series([maybe(t0 + timedelta(milliseconds=rng.randint(0, 10**8))) for _ in range(n)])
+        .dt.convert_time_zone("America/New_York").dt.cast_time_unit("ms"),
+        "score": [maybe(rng.random()) for _ in range(n)],
+        "flag": [maybe(rng.random() < 0.5) for _ in range(n)],
+        # values in the first rows only: later row groups of it are all null
+        "language": pl.Series(["es" if i < 40 else None for i in range(n)], dtype=pl.String),
+        "empty": pl.Series([None] * n, dtype=pl.String),
+    })
+    assert frame.schema["ny_time"] == pl.Datetime("ms", ZoneInfo("America/New_York").key)
+
+    def written(df, **kw) -> bytes:
+        buf = io.BytesIO()
+        df.write_parquet(buf, **kw)
+        return buf.getvalue()
+
+    cases = {
+        "as the append writes it": _BatchCommit._parquet(frame),
+        "many row groups": written(frame, compression="snappy", statistics=True, row_group_size=64),
+        "no statistics": written(frame, statistics=False),
+        "null counts only": written(frame, statistics={"min": False, "max": False, "distinct_count": False,
+                                                       "null_count": True}),
+    }
+    for rows in (frame, frame.head(1), frame.filter(pl.col("submission_id").is_null())):
+        expected = json.loads(_file_stats(rows))
+        for name, data in (cases if rows is frame else {"one group": _BatchCommit._parquet(rows)}).items():
+            assert json.loads(_parquet_stats(data, rows)) == expected, (name, rows.height)
+    mine = json.loads(_parquet_stats(cases["many row groups"], frame))
+    # the bounds span every row group, not the first one's
+    assert mine["maxValues"]["kafka_offset"] == frame.get_column("kafka_offset").max()
+    assert mine["minValues"]["kafka_offset"] == frame.get_column("kafka_offset").min()
+    assert mine["nullCount"]["language"] == n - 40 and mine["nullCount"]["empty"] == n
+    assert "empty" not in mine["minValues"]
+
+
 def test_an_append_that_fails_leaves_no_file_behind(tmp_path):
     """The files of the one-commit append are written before the commit: if the step fails
     before it, they are deleted, so nothing unreferenced is left in the table."""

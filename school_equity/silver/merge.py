@@ -71,6 +71,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import polars as pl
+import pyarrow.parquet as pq
 from deltalake import DeltaTable, Schema, write_deltalake
 from deltalake._internal import DeltaFileSystemHandler
 from deltalake.exceptions import CommitFailedError, DeltaError
@@ -341,33 +342,83 @@ def _stat_value(value: object) -> object:
     return value
 
 
-def _file_stats(frame: pl.DataFrame) -> str:
-    """The ``stats`` of an add action for a file holding ``frame``: row count, and per
-    column the null count and, for strings, integers and timestamps, the min and max.
+def _stat_kinds(schema: pl.Schema) -> dict[str, pl.DataType]:
+    """The columns whose min and max go in the stats: strings, integers, timestamps."""
+    return {c: t for c, t in schema.items() if t == pl.String or t.is_integer() or isinstance(t, pl.Datetime)}
+
+
+def _stats_json(rows: int, columns: list[str], kinds: dict[str, pl.DataType], nulls: dict[str, int],
+                lo_raw: dict[str, object], hi_raw: dict[str, object]) -> str:
+    """The add action's ``stats``; a column without a min (every value null) gets no bounds.
     A timestamp's min is rounded down and its max up to the millisecond the log keeps,
     so a reader skipping files by them never skips a file holding a match."""
-    kinds = {c: t for c, t in frame.schema.items()
-             if t == pl.String or t.is_integer() or isinstance(t, pl.Datetime)}
-    row = frame.select(
-        *(pl.col(c).null_count().alias(f"n:{c}") for c in frame.columns),
-        *(pl.col(c).min().alias(f"lo:{c}") for c in kinds),
-        *(pl.col(c).max().alias(f"hi:{c}") for c in kinds),
-    ).row(0, named=True)
     lo: dict[str, object] = {}
     hi: dict[str, object] = {}
     for c, t in kinds.items():
-        if row[f"lo:{c}"] is None:  # every value null: no min or max
+        if lo_raw.get(c) is None:
             continue
-        mn, mx = row[f"lo:{c}"], row[f"hi:{c}"]
+        mn, mx = lo_raw[c], hi_raw[c]
         if isinstance(t, pl.Datetime):
             mn = mn.replace(microsecond=mn.microsecond // 1000 * 1000)
             up = mx.replace(microsecond=mx.microsecond // 1000 * 1000)
             mx = up if up == mx else up + timedelta(milliseconds=1)
         lo[c], hi[c] = _stat_value(mn), _stat_value(mx)
     return json.dumps({
-        "numRecords": frame.height, "minValues": lo, "maxValues": hi,
-        "nullCount": {c: row[f"n:{c}"] for c in frame.columns},
+        "numRecords": rows, "minValues": lo, "maxValues": hi,
+        "nullCount": {c: nulls[c] for c in columns},
     }, separators=(",", ":"))
+
+
+def _file_stats(frame: pl.DataFrame) -> str:
+    """The ``stats`` of an add action for a file holding ``frame``: row count, and per
+    column the null count and, for strings, integers and timestamps, the min and max
+    (``_stats_json``), computed from the rows."""
+    kinds = _stat_kinds(frame.schema)
+    row = frame.select(
+        *(pl.col(c).null_count().alias(f"n:{c}") for c in frame.columns),
+        *(pl.col(c).min().alias(f"lo:{c}") for c in kinds),
+        *(pl.col(c).max().alias(f"hi:{c}") for c in kinds),
+    ).row(0, named=True)
+    return _stats_json(frame.height, frame.columns, kinds, {c: row[f"n:{c}"] for c in frame.columns},
+                       {c: row[f"lo:{c}"] for c in kinds}, {c: row[f"hi:{c}"] for c in kinds})
+
+
+def _parquet_stats(data: bytes, frame: pl.DataFrame) -> str:
+    """``_file_stats(frame)`` read from the footer of ``data``, the Parquet file polars wrote
+    of ``frame`` (its writer records every column's null count and exact min and max, row
+    group by row group): the same stats without a second pass over the rows (a 1M-event
+    batch's 8M written rows: about 0.5 s). Where the footer lacks a figure (a column with
+    values but no bounds, a nested or nanosecond column), the rows are read instead."""
+    kinds = _stat_kinds(frame.schema)
+    if any(isinstance(t, pl.Datetime) and t.time_unit == "ns" for t in kinds.values()):
+        return _file_stats(frame)  # the footer's bounds keep nanoseconds a datetime cannot
+    meta = pq.read_metadata(io.BytesIO(data))
+    if meta.num_rows != frame.height:
+        return _file_stats(frame)
+    nulls = dict.fromkeys(frame.columns, 0)
+    lo: dict[str, object] = {}
+    hi: dict[str, object] = {}
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        seen = set()
+        for i in range(group.num_columns):
+            col = group.column(i)
+            name, st = col.path_in_schema, col.statistics
+            if name not in nulls or st is None or not st.has_null_count:
+                return _file_stats(frame)
+            seen.add(name)
+            nulls[name] += st.null_count
+            if name not in kinds:
+                continue
+            if not st.has_min_max:
+                if st.null_count != group.num_rows:  # values, but no bounds
+                    return _file_stats(frame)
+                continue
+            lo[name] = st.min if lo.get(name) is None else min(lo[name], st.min)
+            hi[name] = st.max if hi.get(name) is None else max(hi[name], st.max)
+        if seen != set(nulls):
+            return _file_stats(frame)
+    return _stats_json(frame.height, frame.columns, kinds, nulls, lo, hi)
 
 
 class _BatchCommit:
@@ -460,7 +511,7 @@ class _BatchCommit:
             self._bytes_per_row = len(data) / chunk.height
         self.actions.append(AddAction(path=path, size=len(data), partition_values={},
                                       modification_time=int(time.time() * 1000), data_change=True,
-                                      stats=_file_stats(chunk)))
+                                      stats=_parquet_stats(data, chunk)))
 
 
 @dataclass(frozen=True)
