@@ -4,7 +4,11 @@ that already hold the previous N records (N = 1M by default), against
 - the I/O floor: reading the same rows as plain Parquet (the Bronze batch and the
   existing tables' current files) and writing them back as plain Parquet;
 - the same transformation in local Spark (bench/spark_silver.py; Parquet in and out,
-  no Delta jars offline).
+  no Delta jars offline);
+- for information, the decode floor (``json.loads`` of every payload, one thread) and the
+  rows floor (``rows_floor``: the batch's Silver rows decoded by the parse's layout regex
+  and written as new Parquet files, with no rule, no table read and no file rewritten),
+  what any merge of these rows into these tables costs at least.
 
 The project's path is what the Silver asset (school_equity/silver/assets.py, `_process`)
 does with a batch: read and validate the Bronze files (`read_batch`, `validate_or_raise`),
@@ -41,6 +45,7 @@ PROJECT_CASE = "project: read_batch + parse_batch + validate + merge_batch"
 FLOOR_BATCH = "I/O floor: plain Parquet read + write of the batch's rows"
 FLOOR_TABLES = "I/O floor: plain Parquet read + write of the batch's and the existing tables' rows"
 DECODE_FLOOR = "decode floor: json.loads of every payload, one thread, nothing else"
+ROWS_FLOOR = "rows floor: the batch's Silver rows decoded by the layout regex alone and written as new Parquet files"
 TARGET_ROWS_PER_S = 250_000
 
 
@@ -217,6 +222,69 @@ def json_decode_floor(bronze_files: list[str]) -> float:
     return t.s
 
 
+def rows_floor(bronze_files: list[str], out_dir: Path, cpu: list[float]) -> float:
+    """Seconds to write the batch as this data model's rows and nothing more: read the Bronze
+    files, capture every field with the parse's layout regex (no rule, no catalog, no
+    newest-version choice, no quarantine), split each answers object into its rows with the
+    submission columns the answers table repeats, and write both as new Parquet files of
+    about the append's size with its writer settings. No table is read, no file rewritten,
+    no contract checked. What any merge of these rows into these tables costs at least; the
+    CPU it took (all threads) is appended to ``cpu``."""
+    import polars as pl
+
+    from school_equity.silver.merge import FILE_BYTES, _BatchCommit
+    from school_equity.silver.parse import _LAYOUT, _payload_text
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    c0 = time.process_time()
+    with Timer() as t:
+        bronze = pl.read_parquet(bronze_files)
+        versions = (
+            bronze.lazy()
+            .select(
+                kafka_topic="topic", kafka_partition="partition", kafka_offset="offset", kafka_timestamp="timestamp",
+                batch_id="batch_id", ingested_at="ingested_at",
+                _m=_payload_text(bronze.get_column("value")).str.extract_groups(_LAYOUT),
+            )
+            .unnest("_m")
+            .filter(pl.col("schema_version").is_not_null())
+            .with_columns(
+                schema_version=pl.col("schema_version").cast(pl.Int32),
+                survey_year=pl.col("survey_year").cast(pl.Int32),
+                event_time=pl.col("event_time").str.to_datetime(
+                    "%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", time_zone="UTC", strict=False),
+                batch_seq=pl.col("batch_id").str.slice(1).cast(pl.Int64),
+            )
+            .collect()
+        )
+        del bronze
+        answers = (
+            versions.lazy()
+            .select("submission_id", "dbn", "survey_year", "respondent_type", "event_time", "kafka_partition",
+                    "kafka_offset", "batch_id", "batch_seq", _pair=pl.col("answers").str.split(","))
+            .explode("_pair")
+            .with_columns(_kv=pl.col("_pair").str.split_exact(":", 1))
+            .select(
+                "submission_id",
+                pl.col("_kv").struct.field("field_0").str.strip_chars(' \t\n\r"').alias("question_id"),
+                pl.col("_kv").struct.field("field_1").str.strip_chars().cast(pl.Int16, strict=False)
+                .alias("answer_value"),
+                "dbn", "survey_year", "respondent_type", "event_time", "kafka_partition", "kafka_offset",
+                "batch_id", "batch_seq",
+            )
+            .collect()
+        )
+        for name, rows in (("submissions", versions.drop("answers")), ("answers", answers)):
+            sample = rows.head(8192)
+            step = max(1, int(FILE_BYTES / (len(_BatchCommit._parquet(sample)) / max(sample.height, 1))))
+            for i, start in enumerate(range(0, rows.height, step)):
+                (out_dir / f"{name}-{i:05d}.parquet").write_bytes(_BatchCommit._parquet(rows.slice(start, step)))
+    cpu.append(time.process_time() - c0)
+    return t.s
+
+
 def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: int = 1, log=print) -> Section:
     import polars as pl
 
@@ -250,6 +318,7 @@ def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: i
         stages: list[dict] = []
         spark_counts: dict = {}
         spark_errors: list[str] = []
+        rows_floor_cpu: list[float] = []
 
         def fresh_copy(_name: str) -> None:
             if work.exists():
@@ -274,6 +343,7 @@ def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: i
             FLOOR_BATCH: lambda: io_floor(bronze_files, {}, tmp / "floor"),
             FLOOR_TABLES: lambda: io_floor(bronze_files, existing, tmp / "floor"),
             DECODE_FLOOR: lambda: json_decode_floor(bronze_files),
+            ROWS_FLOOR: lambda: rows_floor(bronze_files, tmp / "floor", rows_floor_cpu),
         }
         session = None
         if spark:
@@ -364,6 +434,21 @@ def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: i
             "the whole path",
         )
     )
+    rows = n_batch / median(times[ROWS_FLOOR])
+    sec.figures.append(
+        Figure(
+            m,
+            "merge vs the rows floor: the batch's Silver rows decoded and written, nothing else",
+            proj,
+            "rows/s",
+            f"rows floor {rows:,.0f} rows/s",
+            proj / rows,
+            note=f"information: the layout regex's captures, the answers split into rows, new Parquet files "
+            f"({median(rows_floor_cpu) * 1e6 / n_batch:.1f} us of CPU a row, all threads); no rule, no "
+            "newest-version choice, no contract, no table read, no file rewritten. What any merge of these "
+            "rows into these tables costs at least",
+        )
+    )
     if spark and spark_errors:
         sec.notes.append(f"Local Spark, the same transformation, failed, so there is no Spark figure in this run: "
                          f"{'; '.join(spark_errors)}")
@@ -430,6 +515,7 @@ def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: i
         "before": before,
         "after": after,
         "spark_counts": spark_counts,
+        "rows_floor_cpu": rows_floor_cpu,
     }
     sec.elapsed_s = time.perf_counter() - started
     return sec

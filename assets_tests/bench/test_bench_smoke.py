@@ -74,6 +74,8 @@ def test_silver_merge_without_spark_counts_the_batch():
     assert re.search(r"school_equity/silver/merge\.py:\d+ \(\w+\) \d+\.\d\ds \(\d+%; ", profile)
     # the decode floor ran as a case of its own, and every stage's CPU time is reported
     assert len(sec.raw["seconds"][silver_merge.DECODE_FLOOR]) == 1
+    assert len(sec.raw["seconds"][silver_merge.ROWS_FLOOR]) == 1 and len(sec.raw["rows_floor_cpu"]) == 1
+    assert any(f.name.startswith("merge vs the rows floor") for f in sec.figures)
     assert any(f.name.startswith("merge vs the decode floor") for f in sec.figures)
     stage = sec.raw["stages"][0]
     assert all(stage[f"cpu_{s}"] > 0 for s in ("read", "parse", "validate", "merge"))
@@ -95,6 +97,36 @@ def test_decode_floor_decodes_every_payload(tmp_path, monkeypatch):
     monkeypatch.setattr(json, "loads", lambda v: seen.append(v) or real(v))
     assert silver_merge.json_decode_floor([str(tmp_path / "b.parquet")]) >= 0
     assert seen == values
+
+
+def test_rows_floor_writes_every_layout_record_and_exactly_its_answers(tmp_path):
+    """The rows floor writes one submission row for each payload in the documented layout
+    and one answer row for each member of its answers object, with the values the payload
+    holds (json.loads), and reports the CPU it took: a floor that dropped or duplicated rows
+    would be a cheaper, false floor."""
+    import json
+
+    import polars as pl
+
+    from bench.common import read_stream, stream_file
+    from school_equity.silver.parse import _LAYOUT
+
+    stream = read_stream(stream_file(600, 5, log=lambda _: None), 0, 600)
+    table, _ = silver_merge.bronze_batch(stream, "b000000001", {}, 1_700_000_000_000)
+    files = silver_merge.write_bronze(tmp_path / "lake", table, "b000000001")
+    cpu: list[float] = []
+    assert silver_merge.rows_floor(files, tmp_path / "floor", cpu) > 0
+    assert len(cpu) == 1 and cpu[0] > 0
+    subs = pl.read_parquet(tmp_path / "floor" / "submissions-*.parquet")
+    answers = pl.read_parquet(tmp_path / "floor" / "answers-*.parquet")
+    values = pl.read_parquet(files).get_column("value")
+    laid_out = [json.loads(v) for v, ok in zip(values.to_list(), values.cast(pl.String, strict=False)
+                                                .str.contains(_LAYOUT).fill_null(False).to_list(), strict=True)
+                if ok]
+    assert 0 < len(laid_out) < 600  # the stream's malformed records are not in the layout
+    assert sorted(subs.get_column("submission_id").to_list()) == sorted(p["submission_id"] for p in laid_out)
+    expected = sorted((p["submission_id"], q, v) for p in laid_out for q, v in p["answers"].items())
+    assert sorted(answers.select("submission_id", "question_id", "answer_value").iter_rows()) == expected
 
 
 @pytest.mark.spark
