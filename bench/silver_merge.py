@@ -8,7 +8,7 @@ that already hold the previous N records (N = 1M by default), against
 - for information, the decode floor (``json.loads`` of every payload, one thread) and the
   rows floor (``rows_floor``: the batch's Silver rows decoded by the parse's layout regex
   and written as new Parquet files, with no rule, no table read and no file rewritten),
-  what any merge of these rows into these tables costs at least.
+  the least a merge of these rows into these tables costs with this decoder and writer.
 
 The project's path is what the Silver asset (school_equity/silver/assets.py, `_process`)
 does with a batch: read and validate the Bronze files (`read_batch`, `validate_or_raise`),
@@ -228,8 +228,8 @@ def rows_floor(bronze_files: list[str], out_dir: Path, cpu: list[float]) -> floa
     newest-version choice, no quarantine), split each answers object into its rows with the
     submission columns the answers table repeats, and write both as new Parquet files of
     about the append's size with its writer settings. No table is read, no file rewritten,
-    no contract checked. What any merge of these rows into these tables costs at least; the
-    CPU it took (all threads) is appended to ``cpu``."""
+    no contract checked. The least a merge of these rows into these tables costs with this
+    decoder and writer; the CPU it took (all threads) is appended to ``cpu``."""
     import polars as pl
 
     from school_equity.silver.merge import FILE_BYTES, _BatchCommit
@@ -445,8 +445,8 @@ def run(events: int, reps: int, seed: int = 7, spark: bool = True, spark_reps: i
             proj / rows,
             note=f"information: the layout regex's captures, the answers split into rows, new Parquet files "
             f"({median(rows_floor_cpu) * 1e6 / n_batch:.1f} us of CPU a row, all threads); no rule, no "
-            "newest-version choice, no contract, no table read, no file rewritten. What any merge of these "
-            "rows into these tables costs at least",
+            "newest-version choice, no contract, no table read, no file rewritten. The least a merge of "
+            "these rows into these tables costs with this decoder and writer",
         )
     )
     if spark and spark_errors:
