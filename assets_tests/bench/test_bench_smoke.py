@@ -156,7 +156,7 @@ def test_a_failing_spark_baseline_leaves_the_merge_figures_and_says_why(monkeypa
     sec = silver_merge.run(400, reps=1, spark=True, log=lambda _: None)
     names = [f.name for f in sec.figures]
     assert "merge vs local Spark, same transformation" not in names
-    assert any(n.startswith("merge of a ") for n in names) and len(names) == 3  # batch, tables, decode floors
+    assert any(n.startswith("merge of a ") for n in names) and len(names) == 4  # batch, tables, decode, rows floors
     assert sec.raw["seconds"][silver_merge.SPARK_CASE] == []
     assert any("Local Spark, the same transformation, failed" in n
                and "RuntimeError: java.lang.OutOfMemoryError: Java heap space" in n
