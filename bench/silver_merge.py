@@ -233,7 +233,7 @@ def rows_floor(bronze_files: list[str], out_dir: Path, cpu: list[float]) -> floa
     import polars as pl
 
     from school_equity.silver.merge import FILE_BYTES, _BatchCommit
-    from school_equity.silver.parse import _LAYOUT, _payload_text
+    from school_equity.silver.parse import _payload_text, answer_members, layout_captures
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -242,38 +242,20 @@ def rows_floor(bronze_files: list[str], out_dir: Path, cpu: list[float]) -> floa
     with Timer() as t:
         bronze = pl.read_parquet(bronze_files)
         versions = (
-            bronze.lazy()
-            .select(
-                kafka_topic="topic", kafka_partition="partition", kafka_offset="offset", kafka_timestamp="timestamp",
-                batch_id="batch_id", ingested_at="ingested_at",
-                _m=_payload_text(bronze.get_column("value")).str.extract_groups(_LAYOUT),
+            layout_captures(
+                bronze.lazy(), pl.lit(_payload_text(bronze.get_column("value"))),
+                *(pl.col(c).alias(f"kafka_{c}") for c in ("topic", "partition", "offset", "timestamp")),
+                "batch_id", "ingested_at",
             )
-            .unnest("_m")
-            .filter(pl.col("schema_version").is_not_null())
-            .with_columns(
-                schema_version=pl.col("schema_version").cast(pl.Int32),
-                survey_year=pl.col("survey_year").cast(pl.Int32),
-                event_time=pl.col("event_time").str.to_datetime(
-                    "%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", time_zone="UTC", strict=False),
-                batch_seq=pl.col("batch_id").str.slice(1).cast(pl.Int64),
-            )
+            .with_columns(pl.col("schema_version", "survey_year").cast(pl.Int32),
+                          batch_seq=pl.col("batch_id").str.slice(1).cast(pl.Int64))
             .collect()
         )
         del bronze
         answers = (
-            versions.lazy()
-            .select("submission_id", "dbn", "survey_year", "respondent_type", "event_time", "kafka_partition",
-                    "kafka_offset", "batch_id", "batch_seq", _pair=pl.col("answers").str.split(","))
-            .explode("_pair")
-            .with_columns(_kv=pl.col("_pair").str.split_exact(":", 1))
-            .select(
-                "submission_id",
-                pl.col("_kv").struct.field("field_0").str.strip_chars(' \t\n\r"').alias("question_id"),
-                pl.col("_kv").struct.field("field_1").str.strip_chars().cast(pl.Int16, strict=False)
-                .alias("answer_value"),
-                "dbn", "survey_year", "respondent_type", "event_time", "kafka_partition", "kafka_offset",
-                "batch_id", "batch_seq",
-            )
+            answer_members(versions.lazy(), "submission_id", "dbn", "survey_year", "respondent_type", "event_time",
+                           "kafka_partition", "kafka_offset", "batch_id", "batch_seq")
+            .with_columns(pl.col("answer_value").cast(pl.Int16))
             .collect()
         )
         for name, rows in (("submissions", versions.drop("answers")), ("answers", answers)):

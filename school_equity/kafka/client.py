@@ -221,7 +221,7 @@ def iter_range_columns(consumer: KafkaConsumer, topic: str, ranges: list[OffsetR
         if progressed:
             last_progress = time.monotonic()
         elif time.monotonic() - last_progress > stall_timeout_s:
-            p = min(p for p in todo if position[p] < todo[p].end)
+            p = open_parts[0]  # no position moved since the loop computed it
             r = todo[p]
             raise RuntimeError(
                 f"{topic}[{p}]: range [{r.start}, {r.end}) stalled at offset {position[p]} "

@@ -363,6 +363,42 @@ def _payload_text(values: pl.Series, chunk: int = 4096) -> pl.Series:
     return pl.concat(parts)
 
 
+def layout_captures(frame: pl.LazyFrame, text: pl.Expr, *keep: str | pl.Expr) -> pl.LazyFrame:
+    """``keep`` and the layout's captures of ``text``, one row per payload in the documented
+    layout (``_LAYOUT``; the others are left out), the schema version and survey year as
+    integers and the event time as a UTC timestamp (null where polars cannot read it, e.g.
+    February 30th). No other rule is applied."""
+    return (
+        frame.select(*keep, _m=text.str.extract_groups(_LAYOUT))
+        .unnest("_m")
+        .filter(pl.col("schema_version").is_not_null())
+        .with_columns(
+            schema_version=pl.col("schema_version").cast(pl.Int64),
+            survey_year=pl.col("survey_year").cast(pl.Int64),
+            event_time=pl.col("event_time").str.to_datetime(
+                "%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", time_zone="UTC", strict=False
+            ),
+        )
+    )
+
+
+def answer_members(captures: pl.LazyFrame, *keep: str) -> pl.LazyFrame:
+    """One row per member of each captured ``answers`` object: ``keep``, ``question_id`` and
+    ``answer_value`` (Int64; null where it is not an integer). The layout admits only
+    `"key":int` members there, so splitting on "," and ":" is exact."""
+    return (
+        captures.select(*keep, _pair=pl.col("answers").str.split(","))
+        .explode("_pair")
+        .with_columns(_kv=pl.col("_pair").str.split_exact(":", 1))
+        .select(
+            *keep,
+            question_id=pl.col("_kv").struct.field("field_0").str.strip_chars(" \t\n\r").str.strip_chars('"'),
+            answer_value=pl.col("_kv").struct.field("field_1").str.strip_chars(" \t\n\r")
+            .cast(pl.Int64, strict=False),
+        )
+    )
+
+
 def _fast_path(
     rows: pl.DataFrame, catalog: dict[str, Question], dbns: frozenset[str]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -374,17 +410,7 @@ def _fast_path(
     """
     v2 = VERSIONED_COLUMNS["language"]
     cand = (
-        rows.lazy()
-        .select("_row", _m=pl.col("_text").str.extract_groups(_LAYOUT))
-        .unnest("_m")
-        .filter(pl.col("schema_version").is_not_null())
-        .with_columns(
-            schema_version=pl.col("schema_version").cast(pl.Int64),
-            survey_year=pl.col("survey_year").cast(pl.Int64),
-            event_time=pl.col("event_time").str.to_datetime(
-                "%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", time_zone="UTC", strict=False
-            ),
-        )
+        layout_captures(rows.lazy(), pl.col("_text"), "_row")
         .filter(
             pl.col("event_time").is_not_null()  # e.g. February 30th: the reference names it
             & pl.col("dbn").is_in(list(dbns))
@@ -402,17 +428,8 @@ def _fast_path(
     members = pl.col("answers").str.count_matches(":", literal=True)
     cand = cand.with_columns(answer_count=members.cast(pl.Int64)).filter(
         (found.list.len() == pl.col("answer_count")) & (found.list.n_unique() == pl.col("answer_count")))
-    # The layout admits only `"key":int` members here, so splitting on "," and ":" is exact.
     pairs = (
-        cand.lazy()
-        .select("_row", "respondent_type", "schema_version", _pair=pl.col("answers").str.split(","))
-        .explode("_pair")
-        .with_columns(_kv=pl.col("_pair").str.split_exact(":", 1))
-        .with_columns(
-            question_id=pl.col("_kv").struct.field("field_0").str.strip_chars(" \t\n\r").str.strip_chars('"'),
-            answer_value=pl.col("_kv").struct.field("field_1").str.strip_chars(" \t\n\r")
-            .cast(pl.Int64, strict=False),
-        )
+        answer_members(cand.lazy(), "_row", "respondent_type", "schema_version")
         .join(_catalog_frame(catalog).lazy(), on="question_id", how="left")
         .with_columns(
             _ok=(
