@@ -77,6 +77,13 @@ def test_silver_merge_without_spark_counts_the_batch():
     assert len(sec.raw["seconds"][silver_merge.ROWS_FLOOR]) == 1 and len(sec.raw["rows_floor_cpu"]) == 1
     assert any(f.name.startswith("merge vs the rows floor") for f in sec.figures)
     assert any(f.name.startswith("merge vs the decode floor") for f in sec.figures)
+    # the path without the answers table merged the same submissions and left the answers alone
+    assert len(sec.raw["no_answers_stages"]) == 1
+    assert sec.raw["no_answers_after"]["submissions"] == sec.raw["after"]["submissions"]
+    assert sec.raw["no_answers_after"]["quarantine"] == sec.raw["after"]["quarantine"]
+    assert sec.raw["no_answers_after"]["answers"] == sec.raw["before"]["answers"] < sec.raw["after"]["answers"]
+    assert any(f.name.startswith("merge vs the project's own path with the answers table left out")
+               for f in sec.figures)
     stage = sec.raw["stages"][0]
     assert all(stage[f"cpu_{s}"] > 0 for s in ("read", "parse", "validate", "merge"))
     assert any(n.startswith("CPU per stage") for n in sec.notes)
@@ -156,7 +163,8 @@ def test_a_failing_spark_baseline_leaves_the_merge_figures_and_says_why(monkeypa
     sec = silver_merge.run(400, reps=1, spark=True, log=lambda _: None)
     names = [f.name for f in sec.figures]
     assert "merge vs local Spark, same transformation" not in names
-    assert any(n.startswith("merge of a ") for n in names) and len(names) == 4  # batch, tables, decode, rows floors
+    assert any(n.startswith("merge of a ") for n in names) and len(names) == 5
+    # the batch and tables I/O floors, the decode and rows floors, the path without the answers table
     assert sec.raw["seconds"][silver_merge.SPARK_CASE] == []
     assert any("Local Spark, the same transformation, failed" in n
                and "RuntimeError: java.lang.OutOfMemoryError: Java heap space" in n
