@@ -176,6 +176,32 @@ def test_fast_path_takes_the_common_layout_and_leaves_the_rest_to_the_reference(
     assert_same_parse(parsed, parse_batch(bronze_frame([encode(ok)] + unusual_but_valid), fast_path=False))
 
 
+def test_the_parse_hands_over_the_answers_in_record_order(monkeypatch):
+    """The fast path's answers and the reference's each come in record order and are merged,
+    so BatchAnswers, which needs its values sorted by record, does not sort them again (5.6M
+    answers of a 1M-event batch: 0.2 s). Records of both paths alternate here."""
+    plain = [encode(event(f"plain{i}")) for i in range(4)]
+    odd = [
+        encode(dict(reversed(list(event("reordered").items())))),
+        encode(event("escaped", device={"type": "mobile", "os": 'i"OS"', "app_version": "1"})),
+        encode(event("extra", client={"ip": "x"})),
+    ]
+    values = [v for pair in zip(plain, [*odd, b"{broken"], strict=True) for v in pair]
+    sorts = []
+    real_sort = pl.DataFrame.sort
+    monkeypatch.setattr(pl.DataFrame, "sort", lambda self, *a, **k: sorts.append((a, k)) or real_sort(self, *a, **k))
+    parsed = parse_batch(bronze_frame(values))
+    assert (parsed.stats.fast_path, parsed.stats.reference_path, parsed.stats.quarantined) == (4, 4, 1)
+    rows = parsed.answer_rows.values.get_column("_row")
+    assert rows.is_sorted() and rows.n_unique() == 7
+    assert (("_row",), {"maintain_order": True}) not in sorts
+    assert_same_parse(parsed, parse_batch(bronze_frame(values), fast_path=False))
+    # given out of order, they are sorted
+    shuffled = parsed.answer_rows.values.reverse()
+    assert BatchAnswers(shuffled, parsed.answer_rows.versions).values.get_column("_row").is_sorted()
+    assert (("_row",), {"maintain_order": True}) in sorts
+
+
 def test_fast_path_matches_reference_on_a_realistic_mix():
     values = synthetic_payloads(3000, seed=3, malformed_every=25)
     b = bronze_frame(values)
