@@ -100,15 +100,20 @@ def test_newest_version_in_batch_wins_with_exactly_its_answers():
     late_dup_of_v1 = v1
     same_time_later_offset = event("t", event_time=T0, answers={"P01": 2})
     same_time_earlier_offset = event("t", event_time=T0, answers={"P01": 3})
-    values = [encode(x) for x in (v1, v2, late_dup_of_v1, same_time_earlier_offset, same_time_later_offset)]
+    only_version = event("u", event_time=T0 + timedelta(hours=2), answers={"P02": 3})
+    values = [encode(x) for x in (v1, v2, late_dup_of_v1, same_time_earlier_offset, same_time_later_offset,
+                                  only_version)]
     parsed = parse_batch(bronze_frame(values))
     subs = {r["submission_id"]: r for r in parsed.submissions.iter_rows(named=True)}
     assert subs["s"]["kafka_offset"] == 1 and subs["s"]["answer_count"] == 1
     assert subs["t"]["kafka_offset"] == 4
+    assert subs["u"]["kafka_offset"] == 5
     assert parsed.answers.sort("submission_id").select("submission_id", "question_id", "answer_value").rows() == [
-        ("s", "P01", 4), ("t", "P01", 2)
+        ("s", "P01", 4), ("t", "P01", 2), ("u", "P02", 3)
     ]
     assert parsed.stats.superseded_in_batch == 3
+    # the winners stay in record order (not in the order versions are compared in)
+    assert parsed.submissions.get_column("submission_id").to_list() == ["s", "t", "u"]
 
 
 def test_answers_are_held_narrow_and_built_by_part():

@@ -488,10 +488,11 @@ class BatchAnswers:
     versions: pl.DataFrame
 
     def __post_init__(self) -> None:
-        # the parse hands them over sorted: checking is a pass, sorting 5.6M rows 0.2 s
+        # the parse hands both over sorted: checking is a pass, sorting 5.6M rows 0.2 s
         if not self.values.get_column("_row").is_sorted():
             object.__setattr__(self, "values", self.values.sort("_row", maintain_order=True))
-        object.__setattr__(self, "versions", self.versions.sort("_row"))
+        if not self.versions.get_column("_row").is_sorted():
+            object.__setattr__(self, "versions", self.versions.sort("_row"))
 
     @property
     def height(self) -> int:
@@ -652,7 +653,8 @@ def parse_batch(
     ref_events, ref_answers, rejected = _reference_path(rest, catalog, dbns)
 
     n_fast = fast_events.height
-    events = pl.concat([fast_events, ref_events.select(fast_events.columns)])
+    # both in record order (_row), and so is their merge
+    events = fast_events.merge_sorted(ref_events.select(fast_events.columns), key="_row")
     # both sorted by _row, and so is their merge (BatchAnswers keeps the values in that order)
     answers = fast_answers.merge_sorted(ref_answers, key="_row")
     del fast_events, fast_answers, ref_events, ref_answers
@@ -660,19 +662,21 @@ def parse_batch(
     if n_valid + rejected.height != n:
         raise RuntimeError(f"parse lost records: {n} in, {n_valid} valid + {rejected.height} quarantined")
 
-    # The newest version of each submission, chosen on the columns that order versions
-    # only: sorting and de-duplicating the whole wide frame copied it twice.
+    # The newest version of each submission. Most submissions have one version in a batch,
+    # so only those with several are ordered, on the columns that order versions (sorting
+    # every version took 0.3 s of a 1M-record parse). The winners stay in record order.
+    ids = events.get_column("submission_id")
+    repeated = ids.is_duplicated()
     newest = (
-        events.select("_row", "submission_id", "event_time")
+        events.filter(repeated).select("_row", "submission_id", "event_time")
         .join(coords.select("_row", "kafka_partition", "kafka_offset"), on="_row", how="left")
         .sort(NEWEST_FIRST_KEY, descending=True, maintain_order=True)
-        .unique("submission_id", keep="first", maintain_order=True)
-        .select("_row")
+        .unique("submission_id", keep="first")
+        .get_column("_row")
     )
-    winners = (
-        newest.join(events, on="_row", how="left", maintain_order="left")
-        .join(coords, on="_row", how="left", maintain_order="left")
-    )
+    winners = events.filter(~repeated | pl.col("_row").is_in(newest.implode()))
+    # coords has one row per record, in record order: a record's row is its _row
+    winners = pl.concat([winners, coords.drop("_row")[winners.get_column("_row")]], how="horizontal")
     del events, newest
     submissions = winners
     if not (winners.get_column("schema_version") >= VERSIONED_COLUMNS["language"]).any():
