@@ -665,8 +665,7 @@ def parse_batch(
     # The newest version of each submission. Most submissions have one version in a batch,
     # so only those with several are ordered, on the columns that order versions (sorting
     # every version took 0.3 s of a 1M-record parse). The winners stay in record order.
-    ids = events.get_column("submission_id")
-    repeated = ids.is_duplicated()
+    repeated = events.get_column("submission_id").is_duplicated()
     newest = (
         events.filter(repeated).select("_row", "submission_id", "event_time")
         .join(coords.select("_row", "kafka_partition", "kafka_offset"), on="_row", how="left")
