@@ -653,9 +653,9 @@ def parse_batch(
     ref_events, ref_answers, rejected = _reference_path(rest, catalog, dbns)
 
     n_fast = fast_events.height
-    # both in record order (_row), and so is their merge
+    # each path's events and answers come in record order (_row), and so do their merges
+    # (BatchAnswers keeps the values in that order)
     events = fast_events.merge_sorted(ref_events.select(fast_events.columns), key="_row")
-    # both sorted by _row, and so is their merge (BatchAnswers keeps the values in that order)
     answers = fast_answers.merge_sorted(ref_answers, key="_row")
     del fast_events, fast_answers, ref_events, ref_answers
     n_valid = events.height
