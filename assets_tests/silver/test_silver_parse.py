@@ -139,6 +139,20 @@ def test_answers_are_held_narrow_and_built_by_part():
     by_range = [rows.filter(sl.expr()) for sl in key_slices()]
     assert sum(1 for p in by_range if p.height) > 1
     assert_frame_equal(pl.concat(by_range).sort(key), whole.sort(key))
+    # ... and of some of its versions (the merge's winners), the rows of exactly those
+    # versions: a version of the range that is not among them, or one with another
+    # version's time, brings none
+    sl = next(s for s in key_slices() if rows.filter(s.expr()).height)
+    version = ["submission_id", "event_time", "kafka_partition", "kafka_offset"]
+    in_range = parsed.submissions.filter(sl.expr()).select(version)
+    won = pl.concat([
+        in_range.head(in_range.height // 2),
+        in_range.tail(1).with_columns(pl.col("event_time") + pl.duration(seconds=1)),
+    ])
+    expected = whole.join(won, on=version, how="semi")
+    assert 0 < expected.height < rows.filter(sl.expr()).height
+    assert_frame_equal(rows.filter(sl.expr(), of=won).sort(key), expected.sort(key))
+    assert rows.filter(sl.expr(), of=won.head(0)).height == 0
     assert rows.head(0).schema == whole.schema
     validate_or_raise(whole, SilverSurveyAnswers)
 

@@ -735,9 +735,15 @@ def merge_answers(
                 return mine.head(0)
             return mine.join(current.filter(sl.expr()).collect(), on=VERSION_KEY, how="semi")
 
+        def answers_of(sl: KeySlice, won: pl.DataFrame) -> pl.DataFrame:
+            # the answer rows of the slice's versions in ``won`` (VERSION_KEY columns)
+            if isinstance(answers, BatchAnswers):
+                return answers.filter(sl.expr(), of=won)
+            return answers.filter(sl.expr()).join(won, on=VERSION_KEY, how="semi")
+
         if not table_exists(uri, storage_options):
             return _create_sliced(
-                uri, lambda sl: answers.filter(sl.expr()).join(winners_in(sl), on=VERSION_KEY, how="semi"),
+                uri, lambda sl: answers_of(sl, winners_in(sl)),
                 answers.head(0), storage_options)
         table = _scan(uri, storage_options)
 
@@ -751,15 +757,15 @@ def merge_answers(
                 table.filter(sl.expr()).select(*ANSWER_KEY, *VERSION_COLUMNS).collect()
                 .join(won.select(SUBMISSION_KEY), on=SUBMISSION_KEY, how="semi")
             )
-            mine = answers.filter(sl.expr())
             if existing.height == 0:  # no winner has an answer in the table yet: only inserts
-                return SliceRows(fresh=mine.join(won, on=VERSION_KEY, how="semi"), merge=mine.head(0))
+                fresh = answers_of(sl, won)
+                return SliceRows(fresh=fresh, merge=fresh.head(0))
             held = existing.select(SUBMISSION_KEY).unique()
             won_new = won.join(held, on=SUBMISSION_KEY, how="anti")
             won_held = won.join(held, on=SUBMISSION_KEY, how="semi")
             return SliceRows(
-                fresh=mine.join(won_new, on=VERSION_KEY, how="semi"),
-                merge=answers_changes(mine.join(won_held, on=VERSION_KEY, how="semi"), won_held, existing),
+                fresh=answers_of(sl, won_new),
+                merge=answers_changes(answers_of(sl, won_held), won_held, existing),
                 floor=existing.get_column("kafka_offset").min(),
             )
 

@@ -498,10 +498,17 @@ class BatchAnswers:
     def height(self) -> int:
         return self.values.height
 
-    def filter(self, predicate: pl.Expr) -> pl.DataFrame:
+    def filter(self, predicate: pl.Expr, of: pl.DataFrame | None = None) -> pl.DataFrame:
         """The answer rows (the contract's columns and order) of the versions that match
-        ``predicate``, an expression on the submission columns (e.g. a key range)."""
-        return self._rows(self.versions.filter(predicate))
+        ``predicate``, an expression on the submission columns (e.g. a key range), and, if
+        ``of`` is given, are among its rows (a frame of submission columns: the merge's
+        winners of a key range). The versions are picked before any answer row is built,
+        so a version left out costs nothing, and a semi-join of the answer rows (1M
+        versions' 5.6M rows, on four columns: 0.5 s) is not needed."""
+        versions = self.versions.filter(predicate)
+        if of is not None:
+            versions = versions.join(of, on=of.columns, how="semi")
+        return self._rows(versions)
 
     def head(self, n: int) -> pl.DataFrame:
         return self._rows(self.versions.head(n)).head(n)  # a version has at least one answer
