@@ -198,7 +198,9 @@ def test_schema_v2_column_is_added_and_order_does_not_matter(tmp_path):
     for x, y in zip(state(forward), state(backward), strict=True):
         assert_frame_equal(x, y)
     history = [h["operation"] for h in __import__("deltalake").DeltaTable(forward.submissions).history()]
-    assert history == ["WRITE", "WRITE", "ADD COLUMN", "WRITE"]  # a batch is one commit, the column its own
+    # newest first: a batch is one commit, the column its own; the first batch is two (the
+    # table with no rows, then its rows)
+    assert history == ["WRITE", "WRITE", "ADD COLUMN", "WRITE", "WRITE"]
 
 
 def test_crash_between_submissions_and_answers_is_repaired_by_the_rerun(tmp_path):
@@ -393,7 +395,7 @@ def test_tables_stay_clustered_and_a_batch_rewrites_only_the_slices_it_touches(t
 
 
 def test_a_first_batch_creates_the_tables_one_key_range_at_a_time(tmp_path):
-    """The first slice with rows creates a table (version 0), the other slices' files
+    """A first batch creates a table with no rows (version 0), and every slice's files
     follow in one commit (version 1); the outcome counts every row written."""
     spread = tables_in(str(tmp_path / "spread"))
     ids = [f"{c}{n}-x" for c in "0369cf" for n in range(2)]
@@ -407,10 +409,12 @@ def test_a_first_batch_creates_the_tables_one_key_range_at_a_time(tmp_path):
         assert len(_files(uri)) == 6 and DeltaTable(uri).version() == 1
     assert_matches_expected(spread, records)
 
-    one = tables_in(str(tmp_path / "one"))  # every key in one slice: one commit
+    one = tables_in(str(tmp_path / "one"))  # every key in one slice: the same two commits
     records = _records(["a1-x", "a2-x"], minute=0, first_offset=0)
     out = merge_batch(one, parse_batch(batch_frame(records, 0)))
-    assert (out.submissions.version, out.answers.version) == (0, 0)
+    assert (out.submissions.version, out.answers.version) == (1, 1)
+    for uri in (one.submissions, one.answers):
+        assert DeltaTable(uri, version=0).file_uris() == [] and len(_files(uri)) == 1
     assert (out.submissions.inserted, out.answers.inserted) == (2, 4)
     assert_matches_expected(one, records)
 
@@ -462,7 +466,7 @@ def test_new_rows_are_written_in_arrival_order_in_pieces(tmp_path, monkeypatch):
     monkeypatch.setattr(merge, "FILE_BYTES", 4096)
     tables = tables_in(str(tmp_path))
     merge_batch(tables, parse_batch(batch_frame(_records(["a0-x"], minute=0, first_offset=0), 0)))
-    ids = [f"a{n:04d}-y" for n in range(2500)]  # delta-rs cuts files at 1024-row steps
+    ids = [f"a{n:04d}-y" for n in range(2500)]  # rows for several files of FILE_BYTES
     records = _records(ids[::-1], minute=1, first_offset=1)  # offsets against the id order
     merge_batch(tables, parse_batch(batch_frame(records, 1)))
     for uri in (tables.submissions, tables.answers):
@@ -471,6 +475,63 @@ def test_new_rows_are_written_in_arrival_order_in_pieces(tmp_path, monkeypatch):
         assert len(ranges) >= 3
         assert all(hi < lo for (_, hi), (lo, _) in zip(ranges, ranges[1:], strict=False))  # none overlap
     assert_matches_expected(tables, _records(["a0-x"], minute=0, first_offset=0) + records)
+
+
+def test_file_ends_halve_towards_the_newest_rows():
+    """Where a write is cut: full files, then the last full file's worth in files halving
+    towards the newest, down to the smallest; with smallest == full, files of one size
+    (the last stretch joins the one before it when under half a file)."""
+    from school_equity.silver.merge import _file_ends
+
+    ends = _file_ends(1000, 160, 10)
+    sizes = [b - a for a, b in zip([0, *ends], ends, strict=False)]
+    assert sum(sizes) == 1000 and sizes[-5:] == [80, 40, 20, 10, 10] and all(s == 160 for s in sizes[1:-5])
+    assert 80 <= sizes[0] <= 240  # the oldest: no much smaller file than its neighbour
+    assert _file_ends(25, 160, 10) == [15, 25]  # the oldest (5 rows) joins the next
+    assert _file_ends(12, 160, 10) == [12]  # the oldest (2 rows) joins the newest
+    assert _file_ends(5, 160, 10) == [5]
+    assert _file_ends(1000, 160, 160) == [200, 360, 520, 680, 840, 1000]
+    assert _file_ends(1040, 160, 160) == [240, 400, 560, 720, 880, 1040]
+
+
+def test_the_newest_rows_go_in_smaller_files_so_a_correction_rewrites_little(tmp_path, monkeypatch):
+    """A write's newest rows in a range go in files halving in size towards the newest, so
+    the correction of a recent submission reads and rewrites a small file, not a full one;
+    a compaction writes files of one size."""
+    import school_equity.silver.merge as merge
+
+    monkeypatch.setattr(merge, "FILE_BYTES", 16384)
+    tables = tables_in(str(tmp_path))
+    ids = [f"a{n:04d}-y" for n in range(4000)]  # one key range
+    records = _records(ids, minute=0, first_offset=0)
+    merge_batch(tables, parse_batch(batch_frame(records, 0)))
+
+    def files(uri: str) -> pl.DataFrame:
+        return pl.DataFrame(DeltaTable(uri).get_add_actions(flatten=True)).sort("min.kafka_offset")
+
+    before = {}
+    for uri in (tables.submissions, tables.answers):
+        rows = files(uri).get_column("num_records").to_list()
+        assert len(rows) >= 6 and rows[-1] * 8 <= max(rows)  # the newest a small fraction of a full one
+        assert rows[-5:-1] == sorted(rows[-5:-1], reverse=True)  # halving towards the newest
+        before[uri] = files(uri)
+
+    fix = {**records[-2], "minute": 5, "answers": {"P01": 4}, "offset": 4000}
+    out = merge_batch(tables, parse_batch(batch_frame([fix], 1)))
+    assert (out.submissions.files_rewritten, out.answers.files_rewritten) == (1, 1)
+    for uri in (tables.submissions, tables.answers):
+        (gone,) = set(before[uri]["path"]) - set(files(uri)["path"])
+        rewritten = before[uri].filter(pl.col("path") == gone).get_column("num_records").item()
+        assert rewritten * 8 <= before[uri].get_column("num_records").max()
+    assert_matches_expected(tables, records + [fix])
+
+    # a compaction's files are of one size: none left small for the next compaction
+    for uri in (tables.submissions, tables.answers):
+        out = merge.compact_table(uri, min_small_files=2, small_bytes=10**9, keep_recent=0)
+        rows = files(uri).get_column("num_records").to_list()
+        assert out.files_compacted == out.files_before and len(rows) < out.files_before
+        assert min(rows) * 2 >= max(rows) or len(rows) == 1
+    assert_matches_expected(tables, records + [fix])
 
 
 def test_a_table_whose_files_span_slices_is_merged_whole(tmp_path):
@@ -542,7 +603,7 @@ def test_the_new_rows_of_every_slice_go_in_one_commit(tmp_path):
     ids = [f"{c}{n}-x" for c in "0123456789abcdef" for n in range(2)]
     first = _records(ids, minute=0, first_offset=0)
     merge_batch(tables, parse_batch(batch_frame(first, 0)))
-    assert versions(tables)[:2] == (1, 1)  # the first range with rows creates, the others follow at once
+    assert versions(tables)[:2] == (1, 1)  # the table is created empty, every range's rows follow at once
     before = {uri: _files(uri) for uri in (tables.submissions, tables.answers)}
     # new ids in every range, and newer versions of ids in ranges '3' and 'c'
     second = _records([f"{c}9-new" for c in "0123456789abcdef"] + ["30-x", "c1-x"], minute=5,
