@@ -756,7 +756,10 @@ def merge_answers(
             mine = versions.filter(sl.expr())
             if current is None or mine.height == 0:
                 return mine.head(0)
-            return mine.join(current.filter(sl.expr()).collect(), on=VERSION_KEY, how="semi")
+            # a table row that is a batch version has its kafka_offset, at least the least
+            # of the batch's: the scan skips the files holding older offsets only
+            floor = pl.col("kafka_offset") >= mine.get_column("kafka_offset").min()
+            return mine.join(current.filter(sl.expr() & floor).collect(), on=VERSION_KEY, how="semi")
 
         def answers_of(sl: KeySlice, won: pl.DataFrame) -> pl.DataFrame:
             # the answer rows of the slice's versions in ``won`` (VERSION_KEY columns)
