@@ -419,6 +419,30 @@ def test_a_first_batch_creates_the_tables_one_key_range_at_a_time(tmp_path):
     assert_matches_expected(one, records)
 
 
+def test_a_crash_after_the_empty_creation_is_repaired_by_the_rerun(tmp_path, monkeypatch):
+    """A first batch that dies between the creation (no rows) and its rows' commit leaves
+    empty tables; the re-run merges the whole batch into them, range by range."""
+    import school_equity.silver.merge as merge
+
+    tables = tables_in(str(tmp_path))
+    ids = [f"{c}{n}-x" for c in "0369cf" for n in range(2)]
+    records = _records(ids, minute=0, first_offset=0)
+    parsed = parse_batch(batch_frame(records, 0))
+
+    def dies(self, frame, **kwargs):
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(merge._BatchCommit, "add", dies)
+        with pytest.raises(RuntimeError, match="killed"):
+            merge_submissions(tables.submissions, parsed.submissions)
+    assert DeltaTable(tables.submissions).version() == 0 and read_table(tables.submissions).height == 0
+    out = merge_batch(tables, parsed)  # the re-run
+    assert (out.submissions.created, out.submissions.inserted, out.submissions.version) == (False, len(ids), 1)
+    assert merge_slices(DeltaTable(tables.submissions)) == key_slices()
+    assert_matches_expected(tables, records)
+
+
 def test_new_rows_are_appended_and_a_correction_reads_and_rewrites_only_the_recent_file(tmp_path, monkeypatch):
     """New submissions and their answers are appended (no file is read or rewritten); a
     correction of a recent submission reads and rewrites only the file holding it: the
