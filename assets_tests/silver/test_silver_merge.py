@@ -504,7 +504,7 @@ def test_new_rows_are_written_in_arrival_order_in_pieces(tmp_path, monkeypatch):
 def test_file_ends_halve_towards_the_newest_rows():
     """Where a write is cut: full files, then the last full file's worth in files halving
     towards the newest, down to the smallest; with smallest == full, files of one size
-    (the last stretch joins the one before it when under half a file)."""
+    (the oldest stretch joins the next when it is at most half a file)."""
     from school_equity.silver.merge import _file_ends
 
     ends = _file_ends(1000, 160, 10)
