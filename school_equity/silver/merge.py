@@ -783,15 +783,16 @@ def merge_answers(
                 table.filter(sl.expr()).select(*ANSWER_KEY, *VERSION_COLUMNS).collect()
                 .join(won.select(SUBMISSION_KEY), on=SUBMISSION_KEY, how="semi")
             )
+            rows = answers_of(sl, won)
             if existing.height == 0:  # no winner has an answer in the table yet: only inserts
-                fresh = answers_of(sl, won)
-                return SliceRows(fresh=fresh, merge=fresh.head(0))
+                return SliceRows(fresh=rows, merge=rows.head(0))
+            # the winners' rows are built once and split by whether the table holds answers
+            # of their submission (built twice, for each side, they cost twice as much)
             held = existing.select(SUBMISSION_KEY).unique()
-            won_new = won.join(held, on=SUBMISSION_KEY, how="anti")
-            won_held = won.join(held, on=SUBMISSION_KEY, how="semi")
             return SliceRows(
-                fresh=answers_of(sl, won_new),
-                merge=answers_changes(answers_of(sl, won_held), won_held, existing),
+                fresh=rows.join(held, on=SUBMISSION_KEY, how="anti", maintain_order="left"),
+                merge=answers_changes(rows.join(held, on=SUBMISSION_KEY, how="semi", maintain_order="left"),
+                                      won.join(held, on=SUBMISSION_KEY, how="semi"), existing),
                 floor=existing.get_column("kafka_offset").min(),
             )
 
