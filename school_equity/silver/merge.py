@@ -741,6 +741,12 @@ def merge_answers(
     """
     versions = batch_versions.select(VERSION_KEY)
 
+    def answers_of(sl: KeySlice, won: pl.DataFrame) -> pl.DataFrame:
+        # the answer rows of the slice's versions in ``won`` (VERSION_KEY columns)
+        if isinstance(answers, BatchAnswers):
+            return answers.filter(sl.expr(), of=won)
+        return answers.filter(sl.expr()).join(won, on=VERSION_KEY, how="semi")
+
     def step() -> MergeOutcome:
         # one snapshot of each table for every slice (a slice's rows are untouched by the
         # other slices' merges), so each log is read once per attempt, not once per slice
@@ -760,12 +766,6 @@ def merge_answers(
             # of the batch's: the scan skips the files holding older offsets only
             floor = pl.col("kafka_offset") >= mine.get_column("kafka_offset").min()
             return mine.join(current.filter(sl.expr() & floor).collect(), on=VERSION_KEY, how="semi")
-
-        def answers_of(sl: KeySlice, won: pl.DataFrame) -> pl.DataFrame:
-            # the answer rows of the slice's versions in ``won`` (VERSION_KEY columns)
-            if isinstance(answers, BatchAnswers):
-                return answers.filter(sl.expr(), of=won)
-            return answers.filter(sl.expr()).join(won, on=VERSION_KEY, how="semi")
 
         if not table_exists(uri, storage_options):
             return _create_sliced(
