@@ -157,6 +157,23 @@ def test_answers_are_held_narrow_and_built_by_part():
     validate_or_raise(whole, SilverSurveyAnswers)
 
 
+def test_a_key_range_rows_come_in_arrival_order():
+    # Bronze holds a batch partition by partition, so record order is not offset order:
+    # partition 0's offsets 0..299, then partition 1's 0..299. The merge writes a range's
+    # rows by kafka_offset (ties in record order) and does not sort rows that come so.
+    values = synthetic_payloads(600, seed=7)
+    parsed = parse_batch(bronze_frame(values, partitions=[0] * 300 + [1] * 300,
+                                      offsets=list(range(300)) * 2))
+    whole = parsed.answers
+    assert not whole.get_column("kafka_offset").is_sorted()
+    seen = 0
+    for sl in key_slices():
+        got = parsed.answer_rows.filter(sl.expr())
+        assert_frame_equal(got, whole.filter(sl.expr()).sort("kafka_offset", maintain_order=True))
+        seen += got.height
+    assert seen == whole.height
+
+
 def test_v2_column_appears_only_with_v2_records():
     only_v1 = parse_batch(bronze_frame([encode(event("a")), encode(event("b", language="xx"))]))
     assert "language" not in only_v1.submissions.columns  # and a v1 language is ignored

@@ -308,8 +308,11 @@ NEWEST_FILE_SPLIT = 16
 def _arrival_sorted(frame: pl.DataFrame) -> pl.DataFrame:
     """Rows by ``kafka_offset``, ties (other partitions) in their given order: a stable sort
     on one integer column, several times faster in polars than a sort on two columns
-    (2.1 s against 0.13 s for a 1M-event batch's 5.6M answers)."""
-    return frame.sort("kafka_offset", maintain_order=True) if "kafka_offset" in frame.columns else frame
+    (2.1 s against 0.13 s for a 1M-event batch's 5.6M answers). Rows already in that
+    order (``BatchAnswers.filter`` builds them so) are not sorted again."""
+    if "kafka_offset" not in frame.columns or frame.get_column("kafka_offset").is_sorted():
+        return frame
+    return frame.sort("kafka_offset", maintain_order=True)
 
 
 def _create_sliced(uri: str, rows_in: Callable[[KeySlice], pl.DataFrame], empty: pl.DataFrame,

@@ -504,11 +504,16 @@ class BatchAnswers:
         ``of`` is given, are among its rows (a frame of submission columns: the merge's
         winners of a key range). The versions are picked before any answer row is built,
         so a version left out costs nothing, and a semi-join of the answer rows (1M
-        versions' 5.6M rows, on four columns: 0.5 s) is not needed."""
+        versions' 5.6M rows, on four columns: 0.5 s) is not needed.
+
+        The rows come in arrival order (``kafka_offset``, ties in record order), the order
+        the merge writes them in: the versions are ordered before the rows are built, so
+        the merge need not sort the rows (the 1M bench batch's 16 key ranges: 1.11 ->
+        0.96 s, ad hoc)."""
         versions = self.versions.filter(predicate)
         if of is not None:
             versions = versions.join(of, on=of.columns, how="semi")
-        return self._rows(versions)
+        return self._rows(versions.sort("kafka_offset", maintain_order=True), by_version=True)
 
     def head(self, n: int) -> pl.DataFrame:
         return self._rows(self.versions.head(n)).head(n)  # a version has at least one answer
@@ -537,9 +542,13 @@ class BatchAnswers:
             hi = rows.search_sorted(part.get_column("_row").last(), side="right")
             yield self._rows(part, self.values.slice(lo, hi - lo))
 
-    def _rows(self, versions: pl.DataFrame, values: pl.DataFrame | None = None) -> pl.DataFrame:
+    def _rows(self, versions: pl.DataFrame, values: pl.DataFrame | None = None, *,
+              by_version: bool = False) -> pl.DataFrame:
+        """The answer rows of ``versions``: in the order of ``versions`` (``by_version``;
+        a version's answers in payload order) or else of ``values`` (record order)."""
         values = self.values if values is None else values
-        return values.join(versions, on="_row", how="inner", maintain_order="left").select(list(ANSWER_DTYPES))
+        return values.join(versions, on="_row", how="inner",
+                           maintain_order="right" if by_version else "left").select(list(ANSWER_DTYPES))
 
 
 class ParsedBatch(NamedTuple):
